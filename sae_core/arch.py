@@ -1,0 +1,210 @@
+"""Stacked SAE architectures: K runs of one recipe and shape held in single tensors.
+
+Layout (K runs, n inputs, o outputs, m features):
+  W_e [n, K, m]   encoder; viewed as [n, K*m] the encoder of all runs is one GEMM x @ W_e
+  b_e [K, m]
+  W_d [K, m, o]   decoder rows are features (the seeds' columns of W_d)
+  b_d [K, o]
+  log_threshold [K, m]   JumpReLU only, always fp32
+A single run is K = 1. Every run draws its initial weights from its own generator, so a run
+starts identically alone or inside a pack.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from sae_core.jumprelu import jumprelu
+
+RUN_DIMS = {"W_e": 1, "b_e": 0, "W_d": 0, "b_d": 0, "log_threshold": 0}
+
+
+@dataclass
+class Terms:
+    """Per-run batch means [K] of the loss terms, plus the batch's per-feature activation sums."""
+
+    mse: torch.Tensor
+    sparsity: torch.Tensor       # unweighted; the loss adds lambda_t * sparsity
+    aux: torch.Tensor            # already weighted (pre-act loss); 0 for ReLU
+    f_sum: torch.Tensor          # [K, m] sum over the batch of f (>= 0): > 0 means the feature fired
+    f: torch.Tensor              # [B, K, m]
+    y_hat: torch.Tensor          # [K, B, o]
+
+    def total(self, lam: torch.Tensor) -> torch.Tensor:
+        """Per-run objective [K] at sparsity coefficients `lam` [K]."""
+        return self.mse + lam * self.sparsity + self.aux
+
+
+class StackedSAE:
+    """Parameters and forward pass of K stacked SAEs of one architecture."""
+
+    arch = "base"
+
+    def __init__(self, K: int, n: int, o: int, m: int, hp: dict[str, Any], device: torch.device | str = "cpu"):
+        self.K, self.n, self.o, self.m = K, n, o, m
+        self.hp = hp
+        self.device = torch.device(device)
+        self.params: dict[str, torch.Tensor] = {}
+
+    # -- construction ---------------------------------------------------------------------
+    def init_params(self, seeds: list[int], transcoder: bool, sample_x: torch.Tensor | None) -> None:
+        """Draw each run's initial weights from torch.Generator(seed) (on CPU, then moved)."""
+        K, n, o, m = self.K, self.n, self.o, self.m
+        W_e = torch.empty(n, K, m)
+        W_d = torch.empty(K, m, o)
+        for k, seed in enumerate(seeds):
+            gen = torch.Generator().manual_seed(int(seed))
+            W_d[k], W_e[:, k, :] = self._init_run(gen, transcoder)
+        self.params = {
+            "W_e": W_e, "b_e": torch.zeros(K, m), "W_d": W_d, "b_d": torch.zeros(K, o),
+            **self._extra_params(),
+        }
+        self.params = {k: v.to(self.device).requires_grad_(True) for k, v in self.params.items()}
+        if sample_x is not None:
+            self._init_from_data(sample_x.to(self.device))
+
+    def _init_run(self, gen: torch.Generator, transcoder: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _extra_params(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def _init_from_data(self, sample_x: torch.Tensor) -> None:
+        """Data-dependent initialisation (none by default)."""
+
+    # -- forward --------------------------------------------------------------------------
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """h = x W_e + b_e for every run: [B, K, m] from one GEMM."""
+        W_e = self.params["W_e"]
+        h = x @ W_e.reshape(self.n, self.K * self.m)
+        return h.view(x.shape[0], self.K, self.m) + self.params["b_e"]
+
+    def activate(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """y_hat = f W_d + b_d: [K, B, o] by a batched GEMM over runs."""
+        return torch.baddbmm(self.params["b_d"].unsqueeze(1), f.transpose(0, 1), self.params["W_d"])
+
+    def decoder_norms(self) -> torch.Tensor:
+        """||W_d,i||_2 per run and feature: [K, m]."""
+        return self.params["W_d"].norm(dim=-1)
+
+    def terms(self, x: torch.Tensor, y: torch.Tensor) -> Terms:
+        """Loss terms on a batch (x [B, n], targets y [B, o]) for every run."""
+        h = self.pre_acts(x)
+        f = self.activate(h)
+        y_hat = self.decode(f)
+        mse = (y_hat - y.unsqueeze(0)).pow(2).sum(-1).mean(-1)
+        dec_norm = self.decoder_norms()
+        sparsity, aux = self._penalties(h, f, dec_norm)
+        with torch.no_grad():
+            f_sum = f.sum(0)
+        return Terms(mse=mse, sparsity=sparsity, aux=aux, f_sum=f_sum, f=f, y_hat=y_hat)
+
+    def _penalties(self, h: torch.Tensor, f: torch.Tensor, dec_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def run_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Run k's parameters as standalone tensors (for its checkpoint or export)."""
+        return {name: p.detach().select(RUN_DIMS[name], k).clone() for name, p in self.params.items()}
+
+    @torch.no_grad()
+    def load_run(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        for name, p in self.params.items():
+            p.select(RUN_DIMS[name], k).copy_(state[name])
+
+    @torch.no_grad()
+    def reset_run(self, k: int) -> None:
+        """Zero run k's parameters (after it diverged) so NaNs cannot reach its metrics."""
+        for name, p in self.params.items():
+            p.select(RUN_DIMS[name], k).zero_()
+
+
+class ReluSAE(StackedSAE):
+    """Seed 004: f = ReLU(W_e x + b_e), penalty sum_i f_i ||W_d,i||."""
+
+    arch = "relu"
+
+    def _init_run(self, gen: torch.Generator, transcoder: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        # "columns point in random directions and have fixed L2 norm"; "W_e is initialized to W_d^T".
+        W_d = torch.randn(self.m, self.o, generator=gen)
+        W_d = W_d / W_d.norm(dim=-1, keepdim=True) * self.hp["decoder_init_norm"]
+        return W_d, W_d.T.clone()
+
+    def activate(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.relu(h)
+
+    def _penalties(self, h, f, dec_norm):
+        B = f.shape[0]
+        sparsity = (f.sum(0) * dec_norm).sum(-1) / B
+        return sparsity, torch.zeros_like(sparsity)
+
+
+class JumpReluSAE(StackedSAE):
+    """Seed 000: JumpReLU with tanh sparsity and pre-act loss; transcoders when y != x."""
+
+    arch = "jumprelu"
+
+    def _init_run(self, gen: torch.Generator, transcoder: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        n, o, m = self.n, self.o, self.m
+        a = 1.0 / math.sqrt(n)
+        W_d = torch.rand(m, o, generator=gen) * (2 * a) - a           # U(-1/sqrt(n), 1/sqrt(n))
+        if transcoder:
+            b = 1.0 / math.sqrt(m)
+            W_e = torch.rand(n, m, generator=gen) * (2 * b) - b       # U(-1/sqrt(m), 1/sqrt(m))
+        else:
+            W_e = (n / m) * W_d.T.clone()                              # (n/m) W_d^T
+        return W_d, W_e
+
+    def _extra_params(self) -> dict[str, torch.Tensor]:
+        return {"log_threshold": torch.full((self.K, self.m), float(self.hp["log_threshold_init"]), dtype=torch.float32)}
+
+    @torch.no_grad()
+    def _init_from_data(self, sample_x: torch.Tensor) -> None:
+        """b_e so each feature fires on a fraction min(1, target/m) of the sample (seed 000)."""
+        self.params["b_e"].copy_(init_b_e(
+            sample_x, self.params["W_e"], self.params["log_threshold"].exp(),
+            min(1.0, self.hp["b_e_target_fires"] / self.m),
+        ))
+
+    def activate(self, h: torch.Tensor) -> torch.Tensor:
+        return jumprelu(h, self.params["log_threshold"], self.hp["bandwidth"])
+
+    def _penalties(self, h, f, dec_norm):
+        c = self.hp["tanh_c"]
+        sparsity = torch.tanh(c * f * dec_norm).sum(-1).mean(0)
+        below = h if self.hp["preact_on"] == "h" else f
+        aux = self.hp["lambda_p"] * (torch.relu(self.params["log_threshold"].exp() - below) * dec_norm).sum(-1).mean(0)
+        return sparsity, aux
+
+
+def init_b_e(sample_x: torch.Tensor, W_e: torch.Tensor, threshold: torch.Tensor, frac: float,
+             chunk: int = 4096) -> torch.Tensor:
+    """Per run and feature, the bias that makes x W_e + b_e > threshold on `frac` of the sample.
+
+    The crossing is placed midway between the order statistics around the (1 - frac) quantile,
+    so exactly round(frac * S) of the S sample rows fire. Works in feature chunks to bound memory.
+    """
+    S = sample_x.shape[0]
+    n_below = S - round(frac * S)
+    _, K, m = W_e.shape
+    b_e = torch.empty(K, m, device=W_e.device)
+    for k in range(K):
+        for lo in range(0, m, chunk):
+            hi = min(m, lo + chunk)
+            pre = sample_x @ W_e[:, k, lo:hi]
+            srt = pre.sort(dim=0).values
+            gap = 1e-3 * (srt[-1] - srt[0]) + 1e-6
+            below = srt[n_below - 1] if n_below > 0 else srt[0] - gap
+            above = srt[n_below] if n_below < S else srt[-1] + gap
+            b_e[k, lo:hi] = threshold[k, lo:hi] - 0.5 * (below + above)
+    return b_e
+
+
+ARCHS: dict[str, Callable[..., StackedSAE]] = {"relu": ReluSAE, "jumprelu": JumpReluSAE}

@@ -1,0 +1,3 @@
+from saescale.cli import main
+
+main()

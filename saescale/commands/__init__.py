@@ -1,0 +1,1 @@
+"""CLI subcommand modules, one per package they delegate to."""
