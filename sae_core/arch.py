@@ -49,6 +49,7 @@ class StackedSAE:
         self.hp = hp
         self.device = torch.device(device)
         self.params: dict[str, torch.Tensor] = {}
+        self._terms_fn = self._terms_tuple
 
     # -- construction ---------------------------------------------------------------------
     def init_params(self, seeds: list[int], transcoder: bool, sample_x: torch.Tensor | None) -> None:
@@ -78,10 +79,10 @@ class StackedSAE:
 
     # -- forward --------------------------------------------------------------------------
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """h = x W_e + b_e for every run: [B, K, m] from one GEMM."""
-        W_e = self.params["W_e"]
-        h = x @ W_e.reshape(self.n, self.K * self.m)
-        return h.view(x.shape[0], self.K, self.m) + self.params["b_e"]
+        """h = x W_e + b_e for every run: [B, K, m] from one GEMM with the bias in its epilogue."""
+        KM = self.K * self.m
+        h = torch.addmm(self.params["b_e"].reshape(KM), x, self.params["W_e"].reshape(self.n, KM))
+        return h.view(x.shape[0], self.K, self.m)
 
     def activate(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -96,17 +97,24 @@ class StackedSAE:
 
     def terms(self, x: torch.Tensor, y: torch.Tensor) -> Terms:
         """Loss terms on a batch (x [B, n], targets y [B, o]) for every run."""
+        mse, sparsity, aux, f_sum, f, y_hat = self._terms_fn(x, y)
+        return Terms(mse=mse, sparsity=sparsity, aux=aux, f_sum=f_sum, f=f, y_hat=y_hat)
+
+    def _terms_tuple(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h = self.pre_acts(x)
         f = self.activate(h)
         y_hat = self.decode(f)
         mse = (y_hat - y.unsqueeze(0)).pow(2).sum(-1).mean(-1)
-        dec_norm = self.decoder_norms()
-        sparsity, aux = self._penalties(h, f, dec_norm)
-        with torch.no_grad():
-            f_sum = f.sum(0)
-        return Terms(mse=mse, sparsity=sparsity, aux=aux, f_sum=f_sum, f=f, y_hat=y_hat)
+        sparsity, aux, f_sum = self._penalties(h, f, self.decoder_norms())
+        return mse, sparsity, aux, f_sum.detach(), f, y_hat
 
-    def _penalties(self, h: torch.Tensor, f: torch.Tensor, dec_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compile(self) -> None:
+        """Run the forward and loss through torch.compile (the backward is compiled with it)."""
+        self._terms_fn = torch.compile(self._terms_tuple, dynamic=False)
+
+    def _penalties(self, h: torch.Tensor, f: torch.Tensor,
+                   dec_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sparsity [K], weighted aux loss [K], batch sum of f [K, m])."""
         raise NotImplementedError
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -138,12 +146,12 @@ class ReluSAE(StackedSAE):
         return W_d, W_d.T.clone()
 
     def activate(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.relu(h)
+        return torch.relu_(h)  # h is a fresh GEMM output that nothing else keeps
 
     def _penalties(self, h, f, dec_norm):
-        B = f.shape[0]
-        sparsity = (f.sum(0) * dec_norm).sum(-1) / B
-        return sparsity, torch.zeros_like(sparsity)
+        f_sum = f.sum(0)
+        sparsity = (f_sum * dec_norm).sum(-1) / f.shape[0]
+        return sparsity, torch.zeros_like(sparsity), f_sum
 
 
 class JumpReluSAE(StackedSAE):
@@ -181,7 +189,7 @@ class JumpReluSAE(StackedSAE):
         sparsity = torch.tanh(c * f * dec_norm).sum(-1).mean(0)
         below = h if self.hp["preact_on"] == "h" else f
         aux = self.hp["lambda_p"] * (torch.relu(self.params["log_threshold"].exp() - below) * dec_norm).sum(-1).mean(0)
-        return sparsity, aux
+        return sparsity, aux, f.detach().sum(0)
 
 
 def init_b_e(sample_x: torch.Tensor, W_e: torch.Tensor, threshold: torch.Tensor, frac: float,

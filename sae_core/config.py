@@ -55,6 +55,8 @@ class RunConfig:
         for key in ("lr_decay_frac", "lambda_warmup_frac"):
             if not 0 <= hp[key] <= 1:
                 raise UserError(f"{key} must be in [0, 1], got {hp[key]}")
+        if hp["precision"] not in ("fp32", "tf32", "bf16"):
+            raise UserError(f"precision must be fp32, tf32 or bf16, got {hp['precision']!r}")
         if recipe.arch == "jumprelu":
             if hp["preact_on"] not in ("h", "f"):
                 raise UserError(f"preact_on must be 'h' or 'f', got {hp['preact_on']!r}")

@@ -25,6 +25,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "adam_eps": 1e-8,            # the seeds do not give eps; torch's default
     "normalize": True,           # scale inputs so E||c x||_2 = sqrt(n)
     "dead_window_tokens": 10_000_000,  # dead = no firing in the last min(this, tokens seen) tokens
+    # fp32 | tf32 (CUDA matmuls in TF32) | bf16 (matmuls under bf16 autocast; parameters, Adam
+    # state and JumpReLU thresholds stay fp32). Part of a run's identity: it changes the numbers.
+    "precision": "fp32",
 }
 
 

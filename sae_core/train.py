@@ -56,6 +56,7 @@ class TrainOptions:
     keep_checkpoints: bool = False      # keep the final checkpoints after a successful run
     progress: bool | None = None        # None: a bar when stderr is a terminal
     eval_max_rows: int | None = None    # cap on eval rows (default: the whole eval split)
+    compile: bool = False               # torch.compile the forward + loss
     keep_weights: bool = False          # return each run's final weights in RunResult.weights
 
 
@@ -101,6 +102,23 @@ def resolve_device(device: str) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise UserError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
     return dev
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """Matmul precision for the forward pass: bf16 autocast, TF32 on CUDA, or plain fp32."""
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    elif precision == "tf32" and device.type == "cuda":
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+    else:
+        yield
 
 
 @contextlib.contextmanager
@@ -162,6 +180,8 @@ class _PackTrainer:
         if self.recipe.arch == "jumprelu":
             sample = data_sample(self.store, int(self.hp["b_e_init_rows"]), normalize=self.hp["normalize"])
         sae.init_params([r.seed for r in self.runs], self.transcoder, sample)
+        if self.opts.compile:
+            sae.compile()
         opt = StackedAdam(sae.params, RUN_DIMS, (self.hp["adam_beta1"], self.hp["adam_beta2"]), self.hp["adam_eps"])
         return sae, opt
 
@@ -247,8 +267,9 @@ class _PackTrainer:
     def _step(self, sae: StackedSAE, opt: StackedAdam, x: torch.Tensor, y: torch.Tensor, step: int,
               lrs: torch.Tensor, lams: torch.Tensor) -> torch.Tensor:
         """One optimisation step for every live run; returns the per-run train losses [K]."""
-        terms = sae.terms(x, y)
-        losses = terms.total(lams * lambda_factor(step, self.steps, self.hp["lambda_warmup_frac"]))
+        with precision_context(self.hp["precision"], self.device):
+            terms = sae.terms(x, y)
+            losses = terms.total(lams * lambda_factor(step, self.steps, self.hp["lambda_warmup_frac"])).float()
         finite = torch.isfinite(losses.detach())
         alive = torch.tensor([d is None for d in self.diverged], device=self.device) & finite
         torch.where(alive, losses, torch.zeros((), device=self.device)).sum().backward()
@@ -269,8 +290,9 @@ class _PackTrainer:
 
     def _finish(self, sae: StackedSAE, lams: torch.Tensor, started: float, resumed_from: int) -> list[RunResult]:
         t_eval = time.perf_counter()
-        evals = evaluate(sae, eval_batches(self.store, device=self.device, normalize=self.hp["normalize"],
-                                           max_rows=self.opts.eval_max_rows), lams)
+        with precision_context(self.hp["precision"], self.device):
+            evals = evaluate(sae, eval_batches(self.store, device=self.device, normalize=self.hp["normalize"],
+                                               max_rows=self.opts.eval_max_rows), lams)
         eval_wall = time.perf_counter() - t_eval
         truth = self.store.ground_truth()
         m, n, o = sae.m, self.store.n, self.store.o
