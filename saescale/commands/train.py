@@ -105,6 +105,23 @@ def _print_summary(row: dict[str, Any]) -> None:
         print(f"{'error':>20}  {row['error']}")
 
 
+def recipes_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the registered recipes with their source and every default hyperparameter."""
+    from sae_core.recipes import get_recipe, recipe_names
+
+    recipes = [get_recipe(name) for name in recipe_names()]
+    if as_json:
+        print(json.dumps({r.name: {"arch": r.arch, "source": r.source, "transcoders": r.supports_transcoder,
+                                   "defaults": dict(r.defaults)} for r in recipes}, indent=1))
+        return
+    for r in recipes:
+        print(f"{r.name}  [{r.arch}{', transcoders' if r.supports_transcoder else ''}]  {r.source}")
+        print(f"    {r.notes}")
+        for key, value in r.defaults.items():
+            print(f"    {key:<22} {value}")
+
+
 def register(app: typer.Typer) -> None:
-    """Attach `saescale train`."""
+    """Attach `saescale train` and `saescale recipes`."""
     app.command("train")(train_command)
+    app.command("recipes")(recipes_command)
