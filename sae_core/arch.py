@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 
+from sae_core.fused import relu_sae_loss
 from sae_core.jumprelu import jumprelu
 
 RUN_DIMS = {"W_e": 1, "b_e": 0, "W_d": 0, "b_d": 0, "log_threshold": 0}
@@ -31,8 +32,8 @@ class Terms:
     sparsity: torch.Tensor       # unweighted; the loss adds lambda_t * sparsity
     aux: torch.Tensor            # already weighted (pre-act loss); 0 for ReLU
     f_sum: torch.Tensor          # [K, m] sum over the batch of f (>= 0): > 0 means the feature fired
-    f: torch.Tensor              # [B, K, m]
-    y_hat: torch.Tensor          # [K, B, o]
+    f: torch.Tensor | None = None        # [B, K, m] (evaluation only)
+    y_hat: torch.Tensor | None = None    # [K, B, o] (evaluation only)
 
     def total(self, lam: torch.Tensor) -> torch.Tensor:
         """Per-run objective [K] at sparsity coefficients `lam` [K]."""
@@ -50,6 +51,7 @@ class StackedSAE:
         self.device = torch.device(device)
         self.params: dict[str, torch.Tensor] = {}
         self._terms_fn = self._terms_tuple
+        self.compiled = False
 
     # -- construction ---------------------------------------------------------------------
     def init_params(self, seeds: list[int], transcoder: bool, sample_x: torch.Tensor | None) -> None:
@@ -100,6 +102,10 @@ class StackedSAE:
         mse, sparsity, aux, f_sum, f, y_hat = self._terms_fn(x, y)
         return Terms(mse=mse, sparsity=sparsity, aux=aux, f_sum=f_sum, f=f, y_hat=y_hat)
 
+    def train_terms(self, x: torch.Tensor, y: torch.Tensor) -> Terms:
+        """Loss terms for a training step (no activations kept for the caller)."""
+        return self.terms(x, y)
+
     def _terms_tuple(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h = self.pre_acts(x)
         f = self.activate(h)
@@ -111,6 +117,7 @@ class StackedSAE:
     def compile(self) -> None:
         """Run the forward and loss through torch.compile (the backward is compiled with it)."""
         self._terms_fn = torch.compile(self._terms_tuple, dynamic=False)
+        self.compiled = True
 
     def _penalties(self, h: torch.Tensor, f: torch.Tensor,
                    dec_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -147,6 +154,14 @@ class ReluSAE(StackedSAE):
 
     def activate(self, h: torch.Tensor) -> torch.Tensor:
         return torch.relu_(h)  # h is a fresh GEMM output that nothing else keeps
+
+    def train_terms(self, x: torch.Tensor, y: torch.Tensor) -> Terms:
+        """The fused forward/backward (sae_core.fused) unless compiled or under bf16 autocast."""
+        if self.compiled or self.hp["precision"] == "bf16":
+            return self.terms(x, y)
+        p = self.params
+        mse, sparsity, f_sum = relu_sae_loss(x, y, p["W_e"], p["b_e"], p["W_d"], p["b_d"])
+        return Terms(mse=mse, sparsity=sparsity, aux=torch.zeros_like(sparsity), f_sum=f_sum)
 
     def _penalties(self, h, f, dec_norm):
         f_sum = f.sum(0)

@@ -268,7 +268,7 @@ class _PackTrainer:
               lrs: torch.Tensor, lams: torch.Tensor) -> torch.Tensor:
         """One optimisation step for every live run; returns the per-run train losses [K]."""
         with precision_context(self.hp["precision"], self.device):
-            terms = sae.terms(x, y)
+            terms = sae.train_terms(x, y)
             losses = terms.total(lams * lambda_factor(step, self.steps, self.hp["lambda_warmup_frac"])).float()
         finite = torch.isfinite(losses.detach())
         alive = torch.tensor([d is None for d in self.diverged], device=self.device) & finite
