@@ -1,0 +1,179 @@
+"""Packs as Ray tasks: the Ray session, the task body, submission with retries, completion.
+
+One `@ray.remote` function trains a pack. Its resources are the spec's `resources` (per pack);
+`max_retries` covers node and worker loss and `retry_exceptions=True` retries Python errors, both
+up to `retries`. In the task: `torch.set_num_threads(int(cpus))` (Ray reuses workers and torch
+fixes its thread count at import), device "cuda" only when Ray assigned GPUs, checkpoints under
+the results directory so a retried pack resumes where it stopped (when that storage is shared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import ray
+
+from saescale.errors import UserError
+from sae_core.config import ResolvedRun
+from sweeps.data import DataRef
+from sweeps.plan import Pack
+from sweeps.results import utc_now
+from sweeps.spec import Resources
+
+
+@dataclass(frozen=True)
+class PackTask:
+    """Everything a task needs; small and picklable (no store, no tensors)."""
+
+    runs: tuple[ResolvedRun, ...]
+    names: tuple[str, ...]
+    data: DataRef
+    cpus: float
+    gpus: float
+    checkpoint_dir: str
+    checkpoint_every: int
+    eval_max_rows: int | None
+
+
+_STORES: dict[tuple[str, str], object] = {}  # per worker process: opened stores, reused across packs
+
+
+def train_pack_task(task: PackTask) -> list[dict]:
+    """Train one pack in a Ray worker; return each run's row (RunResult.row() + timestamps)."""
+    import torch
+
+    from sae_core.train import TrainOptions, train_pack
+
+    threads = max(1, int(task.cpus))
+    torch.set_num_threads(threads)
+    device = "cuda" if ray.get_gpu_ids() else "cpu"
+    if device == "cuda" and task.gpus < 1:
+        # Ray's GPU fractions are logical: cap this process so packs sharing a GPU cannot starve each other.
+        torch.cuda.set_per_process_memory_fraction(task.gpus)
+    key = (task.data.path, task.data.content_hash)
+    store = _STORES.get(key)
+    if store is None:
+        store = _STORES[key] = task.data.open()
+    started = utc_now()
+    results = train_pack(list(task.runs), store, TrainOptions(
+        device=device, threads=threads, checkpoint_dir=task.checkpoint_dir,
+        checkpoint_every=task.checkpoint_every, progress=False, eval_max_rows=task.eval_max_rows),
+        names=list(task.names))
+    finished = utc_now()
+    node = ray.get_runtime_context().get_node_id()
+    return [{**r.row(), "run_id": r.name, "started_at": started, "finished_at": finished, "ray_node_id": node}
+            for r in results]
+
+
+_train_remote = ray.remote(train_pack_task)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[str]:
+    """Connect to Ray for the sweep (and disconnect after) unless the caller already did.
+
+    address None: RAY_ADDRESS if set, else an embedded local instance ("local", dashboard off,
+    token auth off unless RAY_AUTH_MODE says otherwise). "auto" or host:port: an existing cluster.
+    Yields the address used ("existing" when Ray was already initialised by the caller).
+    """
+    if ray.is_initialized():
+        yield "existing"
+        return
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    try:
+        if target == "local":
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+        else:
+            ray.init(address=target, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        raise UserError(f"--address {target}: cannot connect to a Ray cluster ({exc}); omit --address "
+                        "(and unset RAY_ADDRESS) for an embedded local Ray") from None
+    try:
+        yield target
+    finally:
+        ray.shutdown()
+
+
+def check_resources(resources: Resources, embedded: bool) -> str | None:
+    """None if some live node can run a pack; else a UserError (embedded Ray) or a warning (cluster)."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    fields = {"CPU": "resources.cpus", "GPU": "resources.gpus",
+              **{k: f"resources.custom.{k}" for k in resources.custom}}
+    wanted = {k: v for k, v in {"CPU": resources.cpus, "GPU": resources.gpus, **resources.custom}.items() if v > 0}
+    if any(all(node.get(k, 0) >= v for k, v in wanted.items()) for node in nodes):
+        return None
+    short = [k for k, v in wanted.items() if not any(node.get(k, 0) >= v for node in nodes)] or list(wanted)
+    largest = ", ".join(f"{k}={max((node.get(k, 0) for node in nodes), default=0):g}" for k in wanted)
+    message = f"{fields[short[0]]}: no Ray node offers a pack's resources {wanted} (largest node: {largest})"
+    if embedded:
+        raise UserError(message)
+    return message + "; waiting for the autoscaler to add one"
+
+
+@dataclass
+class Finished:
+    """A pack's outcome: rows from the task, or the error after Ray's retries."""
+
+    pack: Pack
+    rows: list[dict] | None
+    error: str
+    submitted_at: str
+    finished_at: str
+    detail: str = ""   # the full Ray error (with the task's traceback) when it failed
+
+
+class PackExecutor:
+    """Submits packs as Ray tasks and hands back finished ones as they complete."""
+
+    def __init__(self, data: DataRef, resources: Resources, retries: int, checkpoint_dir: str,
+                 checkpoint_every: int, eval_max_rows: int | None):
+        self.data, self.resources, self.retries = data, resources, retries
+        self.checkpoint_dir, self.checkpoint_every, self.eval_max_rows = checkpoint_dir, checkpoint_every, eval_max_rows
+        self._in_flight: dict[ray.ObjectRef, tuple[Pack, str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._in_flight)
+
+    def submit(self, pack: Pack) -> None:
+        task = PackTask(tuple(r.run for r in pack.runs), tuple(r.run_id for r in pack.runs), self.data,
+                        self.resources.cpus, self.resources.gpus, self.checkpoint_dir, self.checkpoint_every,
+                        self.eval_max_rows)
+        ref = _train_remote.options(
+            num_cpus=self.resources.cpus, num_gpus=self.resources.gpus, resources=dict(self.resources.custom),
+            max_retries=self.retries, retry_exceptions=True, name=f"sae-pack-{pack.pack_id}",
+        ).remote(task)
+        self._in_flight[ref] = (pack, utc_now())
+
+    def wait(self, timeout: float) -> list[Finished]:
+        """Packs finished within `timeout` seconds (possibly none)."""
+        if not self._in_flight:
+            return []
+        done, rest = ray.wait(list(self._in_flight), num_returns=1, timeout=timeout)
+        if done and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            done += more
+        out = []
+        for ref in done:
+            pack, submitted = self._in_flight.pop(ref)
+            try:
+                out.append(Finished(pack, ray.get(ref), "", submitted, utc_now()))
+            except ray.exceptions.RayError as exc:
+                out.append(Finished(pack, None, _one_line(exc), submitted, utc_now(), str(exc)))
+        return out
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error of a failed task: the exception's own message, not Ray's traceback wrapper."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        text = f"{type(cause).__name__}: {cause}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:2000]
+

@@ -1,0 +1,180 @@
+"""Expand a spec into cells and runs, and group runs into packs.
+
+A *cell* is a design point with everything but the learning rate fixed (m, steps, lambda,
+seed, ...); a *run* is a cell at one lr. `run_id` = hash of the run's full resolved config plus
+the data's content hash (`ResolvedRun.key`), so the same run in any sweep has the same id;
+`cell_id` is the same hash without lr. A *pack* is up to K runs that share a pack key (shape,
+steps, data stream: everything but lr, lambda, seed), trained as one stacked module in one
+task; K comes from the spec's packing settings and sae_core's memory estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Iterable
+
+from saescale.errors import UserError
+from sae_core.config import ResolvedRun, RunConfig, stable_hash
+from sae_core.flops import flops_per_token, run_flops
+from sae_core.memory import max_pack_size
+from sae_core.store import ActivationStore
+from sweeps.data import DataRef
+from sweeps.spec import GridDesign, SweepSpec
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A design point without its lr: the unit of Optuna's search and of LR laws."""
+
+    cell_id: str
+    config: RunConfig          # lr=None: the cell's runs set it
+    budget: float              # IsoFLOP nominal budget; NaN for grid designs
+    flops: int                 # FLOPs of one run of this cell
+    store_hash: str
+
+    def run(self, lr: float | None) -> PlannedRun:
+        """This cell at learning rate `lr` (None: the recipe default)."""
+        resolved = replace(self.config, lr=lr).resolve()
+        return PlannedRun(resolved.key(self.store_hash), resolved, self.cell_id, self.budget, self.flops)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the plan and the columns the plan (not training) contributes to its row."""
+
+    run_id: str
+    run: ResolvedRun
+    cell_id: str
+    budget: float
+    flops: int
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Runs trained together as one stacked module in one Ray task."""
+
+    pack_id: str
+    runs: tuple[PlannedRun, ...]
+
+    @property
+    def flops(self) -> int:
+        return sum(r.flops for r in self.runs)
+
+
+@dataclass
+class Plan:
+    """Everything the driver schedules: cells, the static runs (lr lists), pack sizing."""
+
+    spec: SweepSpec
+    store: ActivationStore
+    data: DataRef
+    cells: list[Cell]
+    runs: list[PlannedRun]                         # empty when lr is searched with Optuna
+    dropped: list[str] = field(default_factory=list)  # warnings: infeasible or duplicate points
+
+    @property
+    def searched(self) -> bool:
+        return self.spec.lr_search is not None
+
+    @property
+    def total_runs(self) -> int:
+        """Runs the sweep will have when done (Optuna: cells x target trials)."""
+        search = self.spec.lr_search
+        return len(self.cells) * search.trials if search is not None else len(self.runs)
+
+    @property
+    def total_flops(self) -> int:
+        search = self.spec.lr_search
+        if search is not None:
+            return sum(c.flops for c in self.cells) * search.trials
+        return sum(r.flops for r in self.runs)
+
+    def pack_cap(self, run: ResolvedRun) -> int:
+        """K for runs of this shape: the packing cap limited by the memory budget."""
+        packing = self.spec.packing
+        return max_pack_size(self.store.n, self.store.o, run.m, run.batch_size,
+                             int(packing.memory_gb * 2**30), packing.max_runs)
+
+    def packs(self, runs: Iterable[PlannedRun]) -> list[Pack]:
+        """Group runs by pack key, split each group into balanced packs of at most K runs."""
+        groups: dict[str, list[PlannedRun]] = {}
+        for r in runs:
+            groups.setdefault(r.run.pack_key(), []).append(r)
+        packs = []
+        for members in groups.values():
+            members.sort(key=lambda r: (r.run.seed, r.run.lam, r.run.lr, r.run_id))
+            cap = self.pack_cap(members[0].run)
+            count = math.ceil(len(members) / cap)
+            size, extra = divmod(len(members), count)
+            start = 0
+            for i in range(count):
+                chunk = tuple(members[start:start + size + (i < extra)])
+                start += len(chunk)
+                packs.append(Pack(stable_hash(sorted(r.run_id for r in chunk)), chunk))
+        packs.sort(key=lambda p: (-p.flops, p.pack_id))  # longest first: a shorter makespan
+        return packs
+
+
+def build_plan(spec: SweepSpec, store: ActivationStore, data: DataRef) -> Plan:
+    """Cells of the design x lambda x seeds, and (for an lr list) their runs; validated here."""
+    search = spec.lr_search
+    lrs: list[float | None] = [None] if spec.lr is None or search is not None else list(spec.lr)
+    lams: list[float | None] = [None] if spec.lam is None else list(spec.lam)
+    points, dropped = _design_points(spec, store)
+    cells: dict[str, Cell] = {}
+    runs: dict[str, PlannedRun] = {}
+    for m, steps, budget in points:
+        for lam in lams:
+            for seed in spec.seeds:
+                config = RunConfig(spec.recipe, m=m, steps=steps, batch_size=spec.batch_size, lr=None, lam=lam,
+                                   seed=seed, data_seed=spec.data_seed, hparams=dict(spec.hparams))
+                resolved = _resolve(config, store)
+                ident = {k: v for k, v in resolved.to_dict().items() if k != "lr"}
+                cell = Cell(stable_hash({**ident, "store_hash": store.content_hash}), config, budget,
+                            run_flops(store.n, m, resolved.batch_size, steps, store.o), store.content_hash)
+                if cell.cell_id in cells:
+                    dropped.append(f"design point m={m} steps={steps} (budget {budget:g}) duplicates the one "
+                                   f"of budget {cells[cell.cell_id].budget:g}; kept once")
+                    continue
+                cells[cell.cell_id] = cell
+                if search is None:
+                    for lr in lrs:
+                        planned = cell.run(lr)
+                        runs.setdefault(planned.run_id, planned)
+    return Plan(spec, store, data, list(cells.values()), list(runs.values()), dropped)
+
+
+def _design_points(spec: SweepSpec, store: ActivationStore) -> tuple[list[tuple[int, int, float]], list[str]]:
+    """(m, steps, budget) per design point; infeasible IsoFLOP points are dropped with a message."""
+    design = spec.design
+    if isinstance(design, GridDesign):
+        return [(m, s, math.nan) for m in design.features for s in design.steps], []
+    batch = _resolve(RunConfig(spec.recipe, m=1, steps=1, batch_size=spec.batch_size,
+                               hparams=dict(spec.hparams)), store).batch_size
+    points, dropped = [], []
+    for budget in design.budgets:
+        for m in design.features:
+            per_step = flops_per_token(store.n, m, store.o) * batch
+            steps = round(budget / per_step)
+            if steps < design.min_steps:
+                dropped.append(f"infeasible IsoFLOP point budget={budget:g} m={m}: {budget / per_step:.3g} steps "
+                               f"< min_steps {design.min_steps}; dropped")
+                continue
+            points.append((m, steps, float(budget)))
+    if not points:
+        raise UserError("design: every IsoFLOP point is infeasible (budgets too small for these features; "
+                        "see design.min_steps)")
+    return points, dropped
+
+
+def _resolve(config: RunConfig, store: ActivationStore) -> ResolvedRun:
+    """Resolve a run and check it against the data, naming the spec field on failure."""
+    try:
+        resolved = config.resolve()
+    except UserError as exc:
+        raise UserError(f"spec: {exc}") from None
+    if resolved.batch_size > store.train_rows:
+        raise UserError(f"batch_size: {resolved.batch_size} exceeds the {store.train_rows} training rows "
+                        f"of store {store.path}")
+    return resolved
