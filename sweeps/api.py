@@ -171,7 +171,7 @@ class _Sweep:
                 self.log(f"warning: {warning}")
             executor = PackExecutor(self.plan.data, self.spec.resources, self.spec.retries,
                                     str(self.results.checkpoints_dir.resolve()), self.spec.checkpoint_every,
-                                    self.spec.eval_max_rows)
+                                    self.spec.eval_max_rows, self.spec.downstream_windows)
             runs, flops = self._totals()
             bar = Progress(self.spec.name, runs, flops, self.skipped, self.done_flops, enabled=self.show)
             t = time.perf_counter()

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from saescale.errors import UserError
 from sae_core.store import ActivationStore
 from sae_core.synthetic import SyntheticConfig, default_cache_dir, synthetic_store
-from sweeps.spec import StoreSource, SweepSpec, SyntheticSource
+from sae_core.config import stable_hash
+from sweeps.spec import LMSource, StoreSource, SweepSpec, SyntheticSource
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,32 @@ def _store(src: StoreSource, spec: SweepSpec) -> tuple[ActivationStore, DataRef]
     return store, DataRef("store", str(path.resolve()), store.content_hash)
 
 
-# A new source kind (e.g. `lm`) = a pydantic model in spec.Activations + a resolver here.
+def _lm(src: LMSource, spec: SweepSpec) -> tuple[ActivationStore, DataRef]:
+    """Cache the model's activations once (resuming an interrupted cache), then reuse the store."""
+    from sae_core.lm.cache import cache_activations
+
+    key = {k: getattr(src, k) for k in ("model", "layer", "site", "text", "tokens", "seq_len", "dtype")}
+    out = Path(src.out).expanduser() if src.out else default_cache_dir() / f"lm-{stable_hash(key)}"
+    if (out / "meta.json").is_file():
+        store = ActivationStore(out)
+        meta = store.meta.source
+        got = {k: meta.get(k) for k in ("model", "layer", "site", "tokens", "seq_len")}
+        want = {k: key[k] for k in got}
+        if got != want or store.meta.dtype != src.dtype:
+            raise UserError(f"activations.out: {out} holds a different store ({got}, {store.meta.dtype}); "
+                            "choose another out or remove it")
+    else:
+        try:
+            store = cache_activations(src.model, src.layer, src.site, src.text, src.tokens, out, seq_len=src.seq_len,
+                                      batch_size=src.batch_size, device=src.device, dtype=src.dtype)
+        except UserError as exc:
+            raise UserError(f"activations: {exc}") from None
+    return store, DataRef("store", str(out.resolve()), store.content_hash)
+
+
+# A new source kind = a pydantic model in spec.Activations + a resolver here.
 Resolver = Callable[[Any, SweepSpec], tuple[ActivationStore, DataRef]]
-RESOLVERS: dict[str, Resolver] = {"synthetic": _synthetic, "store": _store}
+RESOLVERS: dict[str, Resolver] = {"synthetic": _synthetic, "store": _store, "lm": _lm}
 
 
 def resolve_data(spec: SweepSpec) -> tuple[ActivationStore, DataRef]:

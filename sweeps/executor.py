@@ -37,6 +37,7 @@ class PackTask:
     checkpoint_dir: str
     checkpoint_every: int
     eval_max_rows: int | None
+    downstream_windows: int = 0
 
 
 _STORES: dict[tuple[str, str], object] = {}  # per worker process: opened stores, reused across packs
@@ -61,7 +62,8 @@ def train_pack_task(task: PackTask) -> list[dict]:
     started = utc_now()
     results = train_pack(list(task.runs), store, TrainOptions(
         device=device, threads=threads, checkpoint_dir=task.checkpoint_dir,
-        checkpoint_every=task.checkpoint_every, progress=False, eval_max_rows=task.eval_max_rows),
+        checkpoint_every=task.checkpoint_every, progress=False, eval_max_rows=task.eval_max_rows,
+        downstream_windows=task.downstream_windows),
         names=list(task.names))
     finished = utc_now()
     node = ray.get_runtime_context().get_node_id()
@@ -131,9 +133,10 @@ class PackExecutor:
     """Submits packs as Ray tasks and hands back finished ones as they complete."""
 
     def __init__(self, data: DataRef, resources: Resources, retries: int, checkpoint_dir: str,
-                 checkpoint_every: int, eval_max_rows: int | None):
+                 checkpoint_every: int, eval_max_rows: int | None, downstream_windows: int = 0):
         self.data, self.resources, self.retries = data, resources, retries
         self.checkpoint_dir, self.checkpoint_every, self.eval_max_rows = checkpoint_dir, checkpoint_every, eval_max_rows
+        self.downstream_windows = downstream_windows
         self._in_flight: dict[ray.ObjectRef, tuple[Pack, str]] = {}
 
     def __len__(self) -> int:
@@ -142,7 +145,7 @@ class PackExecutor:
     def submit(self, pack: Pack) -> None:
         task = PackTask(tuple(r.run for r in pack.runs), tuple(r.run_id for r in pack.runs), self.data,
                         self.resources.cpus, self.resources.gpus, self.checkpoint_dir, self.checkpoint_every,
-                        self.eval_max_rows)
+                        self.eval_max_rows, self.downstream_windows)
         ref = _train_remote.options(
             num_cpus=self.resources.cpus, num_gpus=self.resources.gpus, resources=dict(self.resources.custom),
             max_retries=self.retries, retry_exceptions=True, name=f"sae-pack-{pack.pack_id}",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError,
                       field_validator, model_validator)
 
 from saescale.errors import UserError
@@ -65,7 +65,39 @@ class StoreSource(BaseModel):
     n: PositiveInt | None = None
 
 
-Activations = Annotated[Union[SyntheticSource, StoreSource], Field(discriminator="source")]
+def _integral(v: Any) -> Any:
+    """Accept 2e5 / "2e5" / 200000.0 for integer counts (YAML reads 1e6 as a string)."""
+    if isinstance(v, (str, float)) and not isinstance(v, bool):
+        try:
+            f = float(v)
+        except ValueError:
+            return v
+        return int(f) if f.is_integer() else v
+    return v
+
+
+class LMSource(BaseModel):
+    """Activations of a real model over text, cached by the driver on first use (sae_core.lm).
+
+    The store goes to `out` (default: the cache dir, keyed by model, layer, site, text, tokens,
+    seq_len and dtype); an interrupted cache resumes, a finished one is reused.
+    """
+
+    model_config = _STRICT
+    source: Literal["lm"]
+    model: str
+    layer: PositiveInt
+    site: Literal["resid", "mlp"] = "resid"
+    text: Annotated[list[str], Field(min_length=1)]
+    tokens: Annotated[int, Field(ge=2), BeforeValidator(_integral)]
+    seq_len: PositiveInt = 128
+    dtype: Literal["float32", "float16"] = "float32"
+    batch_size: PositiveInt = 32     # caching batch (texts per forward pass), not the SAE's
+    device: str = "cpu"
+    out: str | None = None
+
+
+Activations = Annotated[Union[SyntheticSource, StoreSource, LMSource], Field(discriminator="source")]
 
 
 class GridDesign(BaseModel):
@@ -156,6 +188,7 @@ class SweepSpec(BaseModel):
     data_seed: Annotated[int, Field(ge=0)] = 0
     hparams: dict[str, Any] = {}
     eval_max_rows: PositiveInt | None = None
+    downstream_windows: Annotated[int, Field(ge=0)] = 0   # lm data: CE / embedding recovered on N held-out windows
     resources: Resources = Resources()
     packing: Packing = Packing()
     retries: Annotated[int, Field(ge=0)] = 2
@@ -188,7 +221,8 @@ class SweepSpec(BaseModel):
     def identity(self) -> dict[str, Any]:
         """The fields that decide WHAT is computed (execution settings and search effort excluded)."""
         ident = self.model_dump(mode="json", by_alias=True, exclude=set(EXECUTION_FIELDS))
-        ident["activations"].pop("cache_dir", None)  # where synthetic data is cached, not what it is
+        for where in ("cache_dir", "out", "device", "batch_size"):   # where/how data is made, not what it is
+            ident["activations"].pop(where, None)
         if isinstance(ident["lr"], dict):
             ident["lr"] = {k: v for k, v in ident["lr"].items() if k not in SEARCH_EFFORT_FIELDS}
         return ident
@@ -204,7 +238,7 @@ EXECUTION_FIELDS = ("resources", "packing", "retries", "checkpoint_every")
 SEARCH_EFFORT_FIELDS = ("trials", "parallel", "max_failed")
 
 # Tags of the discriminated unions; pydantic puts them into error locations, we drop them.
-_UNION_TAGS = {"activations": {"synthetic", "store"}, "design": {"grid", "isoflop"},
+_UNION_TAGS = {"activations": {"synthetic", "store", "lm"}, "design": {"grid", "isoflop"},
                "lr": {"list", "search"}}
 
 

@@ -16,6 +16,7 @@ mean). Position 0 and special tokens are never touched.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from contextlib import nullcontext
 
 import numpy as np
@@ -174,3 +175,35 @@ def sentence_embedding(last_hidden: torch.Tensor, mask: torch.Tensor) -> torch.T
     m = mask.unsqueeze(-1).to(last_hidden.dtype)
     pooled = (last_hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
     return torch.nn.functional.normalize(pooled.float(), dim=-1)
+
+
+def score_pack(store: ActivationStore, states: list[dict[str, torch.Tensor] | None], *, normalize: bool,
+               windows: int, device: str = "cpu") -> list[dict[str, Any]]:
+    """Downstream columns for each trained run of a pack (None = diverged: NaN columns).
+
+    `states` are runs' normalised-space parameters (StackedSAE.run_state); each is folded to raw
+    units (sae_core.export.fold_weights) and spliced in. When the store has no model behind it
+    (synthetic or external data) or the model cannot be loaded here, every run gets NaN
+    columns and `downstream_skipped` says why, so tables keep one schema.
+    """
+    from sae_core.export import ExportedSAE, fold_weights
+    from sae_core.lm.models import model_available
+
+    empty: dict[str, Any] = {**dict.fromkeys(RESULT_COLUMNS, float("nan")), "downstream_skipped": ""}
+    src = store.meta.source
+    if src.get("kind") != "lm":
+        return [{**empty, "downstream_skipped": f"store source is {src.get('kind')!r}, not a language model"}
+                for _ in states]
+    if not model_available(src["model"]):
+        return [{**empty, "downstream_skipped": f"model {src['model']} not available here"} for _ in states]
+    sx = store.meta.norm_scale if normalize else 1.0
+    sy = store.meta.target_norm_scale if normalize else 1.0
+    evaluate = DownstreamEval(store, windows=windows, device=device)
+    out = []
+    for state in states:
+        if state is None:
+            out.append({**empty, "downstream_skipped": "run diverged"})
+            continue
+        weights = {k: t.to(evaluate.lm.device) for k, t in fold_weights(state, sx, sy).items()}
+        out.append({**evaluate(ExportedSAE(weights, {})), "downstream_skipped": ""})
+    return out

@@ -147,7 +147,7 @@ def recommend_command(
         raise UserError("give exactly one of --flops and --flops-factor")
     fit = fit_results(results, where=_where(where, lam), n_boot=bootstrap, seed=seed, lr_method=lr_method)
     group = fit.only_group()
-    flops = flops if flops is not None else flops_factor * group.max_flops
+    flops = _target_flops(flops, flops_factor, group.max_flops)
     rec = jsonable(recommend(group, flops))
     if as_json:
         print(json.dumps(rec, indent=2))
@@ -169,10 +169,20 @@ def recommend_command(
         console.print(f"warning: {warning}", style="yellow", highlight=False)
 
 
+def _target_flops(flops: float | None, factor: float | None, max_flops: float) -> float:
+    """The budget asked for: --flops as given, or --flops-factor times the data's largest compute."""
+    if flops is not None:
+        return flops
+    if factor is None or not factor > 0:
+        raise UserError(f"--flops-factor must be > 0, got {factor}")
+    return factor * max_flops
+
+
 def plot_command(
     results: Path = typer.Argument(..., help="Results directory (or table file)."),
     out: Path = typer.Option(..., "--out", help="Directory for the figures (PNG and SVG)."),
     flops: Optional[float] = typer.Option(None, "--flops", help="Also draw the LR law's extrapolation to this compute."),
+    flops_factor: Optional[float] = typer.Option(None, "--flops-factor", help="Instead of --flops: this x the largest compute in each group."),
     where: list[str] = typer.Option([], "--where", help=WHERE_HELP),
     lam: Optional[float] = typer.Option(None, "--lambda", help="Shortcut for --where lambda=X."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the bands."),
@@ -183,9 +193,12 @@ def plot_command(
     from analysis.fitfile import fit_results
     from analysis.plots import file_prefixes, save_figures
 
+    if flops is not None and flops_factor is not None:
+        raise UserError("give at most one of --flops and --flops-factor")
     fit = fit_results(results, where=_where(where, lam), n_boot=bootstrap, seed=seed, lr_method=lr_method)
     for group, prefix in zip(fit.groups, file_prefixes([g.group.key for g in fit.groups])):
-        paths = save_figures(group, out, target_flops=flops, prefix=prefix)
+        target = None if flops is None and flops_factor is None else _target_flops(flops, flops_factor, group.max_flops)
+        paths = save_figures(group, out, target_flops=target, prefix=prefix)
         print(f"{group.group.label}: wrote {len(paths)} files to {out}")
 
 

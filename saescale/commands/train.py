@@ -56,6 +56,7 @@ def train_command(
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Checkpoint here (and resume from here)."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Checkpoint every N steps (0: only at the end / on SIGTERM)."),
     export: Optional[Path] = typer.Option(None, "--export", help="Write safetensors weights + cfg.json to this directory."),
+    downstream_windows: int = typer.Option(0, "--downstream-windows", help="LM stores: splice the SAE into the model on N held-out windows (CE / embedding recovered)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the config and metrics."),
 ) -> None:
     """Train one SAE by a published recipe and print its held-out metrics."""
@@ -74,7 +75,8 @@ def train_command(
         if n is not None and n != store.n:
             raise UserError(f"n mismatch: --n {n} but store {source} has n={store.n}")
     options = TrainOptions(device=device, threads=threads, checkpoint_dir=checkpoint_dir,
-                           checkpoint_every=checkpoint_every, keep_weights=export is not None)
+                           checkpoint_every=checkpoint_every, keep_weights=export is not None,
+                           downstream_windows=downstream_windows)
     try:
         result = train(run, store, options)
     except TrainingInterrupted as exc:
@@ -94,10 +96,13 @@ def train_command(
 
 def _print_summary(row: dict[str, Any]) -> None:
     keys = ["recipe", "n", "m", "steps", "batch_size", "lr", "lambda", "status", "loss", "mse", "nmse", "fvu",
-            "l0", "l1", "dead_frac", "dense_frac", "shrinkage", "mmcs", "recovered_frac", "flops",
+            "l0", "l1", "dead_frac", "dense_frac", "shrinkage", "mmcs", "recovered_frac", "ce_recovered_zero",
+            "ce_recovered_mean", "emb_cos_recovered", "flops",
             "train_tokens_per_s", "wall_s"]
     for k in keys:
-        v = row.get(k)
+        if k not in row:
+            continue
+        v = row[k]
         if isinstance(v, float):
             v = f"{v:.6g}"
         print(f"{k:>20}  {v}")
