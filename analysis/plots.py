@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from analysis.groupfit import GroupFit
 from analysis.powerlaw import PowerLaw
@@ -43,11 +43,21 @@ def _law_band(ax, law: PowerLaw, c: np.ndarray, color: str, label: str) -> None:
         ax.fill_between(c, lo, hi, color=color, alpha=0.2, linewidth=0)
 
 
+def _label_short_log_axis(axis, lo: float, hi: float) -> None:
+    """A log axis spanning less than a decade has no labelled ticks: place a few rounded ones."""
+    if not 0 < lo < hi or hi / lo >= 10:
+        return
+    ticks = np.unique([float(f"{v:.2g}") for v in np.geomspace(lo, hi, 6)[1:-1]])
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+
+
 def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        axis.set_minor_formatter(NullFormatter())
+        _label_short_log_axis(axis, lo, hi)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -131,9 +141,10 @@ def plot_lr_law(fit: GroupFit, target_flops: float | None = None) -> Figure:
         if target_flops:
             y = float(law.predict(target_flops))
             band = law.predict_interval(target_flops, level=BAND_LEVEL)
-            err = None if band is None else [[y - band[0]], [band[1] - y]]
-            ax.errorbar([target_flops], [y], yerr=err, fmt="D", color="C3", capsize=4,
-                        label=f"extrapolated at {target_flops:.2g} ({BAND_LEVEL:.0%})")
+            if band is not None:  # a line, not error bars: the point estimate may lie outside its interval
+                ax.vlines(target_flops, band[0], band[1], color="C3", linewidth=2)
+            ax.plot([target_flops], [y], "D", color="C3",
+                    label=f"extrapolated at {target_flops:.2g} ({BAND_LEVEL:.0%} interval)")
     _finish(ax, "compute C (FLOPs)", "optimal learning rate", f"LR law ({lr.method})")
     return fig
 

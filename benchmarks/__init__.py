@@ -1,1 +1,2 @@
-"""benchmarks"""
+"""Performance harness: trainer FLOP/s against the device's measured matmul peak, stacking
+speedup, sweep efficiency, and a peer library at equal shapes. `python -m benchmarks --help`."""

@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("error: aborted", file=sys.stderr)
+    except (typer.Abort, KeyboardInterrupt):
+        print("error: interrupted (rerun the same command to resume)", file=sys.stderr)
         sys.exit(130)
     except TyperException as exc:  # usage errors: unknown option, bad value, missing argument
         if type(exc).__name__ == "NoArgsIsHelpError":

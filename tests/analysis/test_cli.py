@@ -127,3 +127,19 @@ def test_plot_file_prefixes_name_what_differs():
     keys = [{"recipe": "r", "lambda": 5.0, "n": 64}, {"recipe": "r", "lambda": 10.0, "n": 64}]
     assert file_prefixes(keys) == ["lambda-5_", "lambda-10_"]
     assert file_prefixes(keys[:1]) == [""]
+
+
+def test_lr_plot_when_the_point_estimate_lies_outside_its_interval(monkeypatch, tmp_path):
+    """Small bootstraps can put the plug-in estimate outside its percentile interval; it must still plot."""
+    from analysis import fit_results
+    from analysis.plots import plot_lr_law
+    from analysis.synthetic import synthetic_table, write_results_dir
+
+    write_results_dir(synthetic_table(seed=3), tmp_path / "r")
+    group = fit_results(tmp_path / "r", n_boot=50).only_group()
+    law = group.lr.laws["vs_compute"]
+    target = 100 * group.max_flops
+    y = float(law.predict(target))
+    monkeypatch.setattr(type(law), "predict_interval", lambda self, c, level=0.9: (1.1 * y, 1.3 * y))
+    fig = plot_lr_law(group, target)
+    assert fig.axes[0].get_legend() is not None

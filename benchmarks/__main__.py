@@ -1,0 +1,123 @@
+"""`python -m benchmarks {peak,trainer,stacking,peer,sweep,all}`: print a table, write JSON.
+
+Every ratio is taken against the matmul peak measured in the same process at the start of
+the command, so numbers from different machines are comparable as fractions.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import typer
+
+from benchmarks.peak import matmul_peak
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="saescale performance harness (ratios over the device's measured matmul peak).")
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def _peak(device: str, precision: str) -> dict[str, Any]:
+    """The matmul peak for `precision`, after a warm-up training run."""
+    from benchmarks.trainer import warm_up
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    if precision == "tf32" and device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+    warm_up(device)
+    return matmul_peak(device, dtype)
+
+
+def _report(name: str, peak: dict[str, Any], rows: list[dict[str, Any]], out: Path, columns: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{name}: peak {peak['flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['dtype']}, {peak['device']})")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for r in rows:
+        table.add_row(*[f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in columns])
+    Console().print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"benchmark": name, "peak": peak, "rows": rows, "host": platform.node(),
+                                "torch": torch.__version__}, indent=1, default=str))
+    print(f"wrote {path}")
+
+
+@app.command()
+def peak(device: str = "cpu", precision: str = "fp32", out: Path = OUT) -> None:
+    """Measure and print the device's dense matmul peak."""
+    p = _peak(device, precision)
+    _report("peak", p, [p], out, ["flops_per_s", "size", "dtype", "threads"])
+
+
+@app.command()
+def trainer(n: str = "64,384,768", m: str = "512,2048,8192,32768", batch_size: int = 4096, device: str = "cpu",
+            precision: str = "fp32", seconds: float = 4.0, compile: bool = False, out: Path = OUT) -> None:
+    """Single-run training FLOP/s (4nm+6mo per token) as a fraction of the matmul peak."""
+    from benchmarks.trainer import trainer_efficiency
+    p = _peak(device, precision)
+    rows = trainer_efficiency([(a, b) for a in _ints(n) for b in _ints(m)], p["flops_per_s"], batch_size=batch_size,
+                              seconds=seconds, device=device, precision=precision, compile=compile)
+    _report("trainer", p, rows, out, ["n", "m", "batch_size", "steps", "precision", "tokens_per_s", "flops_per_s",
+                                      "fraction_of_peak"])
+
+
+@app.command()
+def stacking(n: int = 64, m: int = 512, batch_size: int = 1024, ks: str = "1,4,8,16", device: str = "cpu",
+             precision: str = "fp32", seconds: float = 2.0, out: Path = OUT) -> None:
+    """Throughput of K stacked runs over the same K runs trained one after another."""
+    from benchmarks.stacking import stacking_speedup
+    p = _peak(device, precision)
+    rows = stacking_speedup(n, m, batch_size, _ints(ks), p["flops_per_s"], seconds=seconds, device=device,
+                            precision=precision)
+    _report("stacking", p, rows, out, ["n", "m", "batch_size", "K", "steps", "sequential_wall_s", "stacked_wall_s",
+                                       "speedup", "stacked_fraction_of_peak"])
+
+
+@app.command()
+def peer(n: str = "64,384", m: str = "512,4096", batch_size: int = 4096, steps: int = 40,
+         install_peer: bool = typer.Option(False, help="pip-install the peer (dictionary-learning) into benchmarks/.peer"),
+         out: Path = OUT) -> None:
+    """saescale's trainer against dictionary-learning's April-update trainer at equal shapes (CPU)."""
+    from benchmarks.peer import peer_comparison
+    p = _peak("cpu", "fp32")
+    rows = [peer_comparison(a, b, batch_size, steps, install=install_peer) for a in _ints(n) for b in _ints(m)]
+    _report("peer", p, rows, out, ["n", "m", "batch_size", "steps", "ours_wall_s", "peer_wall_s", "speedup_vs_peer",
+                                   "ours_eval_loss", "peer_eval_loss"])
+
+
+@app.command()
+def sweep(spec: Path = Path("sweeps/specs/quickstart.yaml"), results: Optional[Path] = None, out: Path = OUT) -> None:
+    """Quickstart sweep efficiency: run FLOPs over (wall x peak), and orchestration seconds per run."""
+    from benchmarks.sweep import sweep_efficiency
+    p = _peak("cpu", "fp32")
+    row = sweep_efficiency(spec, p["flops_per_s"], results)
+    _report("sweep", p, [row], out, ["runs", "packs", "slots", "wall_s", "ray_start_s", "train_wall_s",
+                                     "eval_wall_s", "total_flops", "efficiency", "overhead_s_per_run"])
+
+
+@app.command("all")
+def all_(device: str = "cpu", install_peer: bool = False, out: Path = OUT) -> None:
+    """Every benchmark at its default settings."""
+    peak(device=device, out=out)
+    trainer(device=device, out=out, n="64,384,768", m="512,2048,8192,32768", batch_size=4096, precision="fp32",
+            seconds=4.0, compile=False)
+    stacking(device=device, out=out, n=64, m=512, batch_size=1024, ks="1,4,8,16", precision="fp32", seconds=2.0)
+    if device == "cpu":
+        peer(out=out, n="64,384", m="512,4096", batch_size=4096, steps=40, install_peer=install_peer)
+        sweep(out=out, spec=Path("sweeps/specs/quickstart.yaml"), results=None)
+
+
+if __name__ == "__main__":
+    app()

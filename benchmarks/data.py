@@ -1,0 +1,16 @@
+"""Synthetic stores sized for benchmarking a shape (enough rows for the batches, little more)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sae_core import ActivationStore, SyntheticConfig, synthetic_store
+
+
+def bench_store(n: int, batch_size: int, cache_dir: str | os.PathLike[str] | None = None) -> ActivationStore:
+    """A synthetic store with n dims and at least 8 batches of training rows."""
+    tokens = max(65_536, 8 * batch_size) + 4096
+    cfg = SyntheticConfig(n=n, m_true=max(256, 4 * n), tokens=tokens, seed=123)
+    root = Path(cache_dir or os.environ.get("SAESCALE_CACHE", Path.home() / ".cache" / "saescale")) / "bench"
+    return synthetic_store(cfg, root)

@@ -1,0 +1,46 @@
+"""Trainer efficiency: achieved FLOP/s of real training (DESIGN section 5 count) over the matmul peak."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sae_core import RunConfig, TrainOptions, flops_per_token, train_pack
+
+from benchmarks.data import bench_store
+
+
+def steps_for(n: int, m: int, batch_size: int, peak: float, seconds: float, lo: int = 5, hi: int = 3000) -> int:
+    """Steps that take about `seconds` at half the peak (bounded to [lo, hi])."""
+    per_step = flops_per_token(n, m) * batch_size
+    return int(min(hi, max(lo, seconds * 0.5 * peak / per_step)))
+
+
+def measure_pack(n: int, m: int, batch_size: int, K: int, steps: int, *, device: str = "cpu",
+                 precision: str = "fp32", recipe: str = "anthropic-2024-04", compile: bool = False,
+                 seed: int = 0) -> dict[str, Any]:
+    """Train one pack of K runs (seeds seed..seed+K-1) and return its training-loop throughput (eval excluded)."""
+    store = bench_store(n, batch_size)
+    runs = [RunConfig(recipe, m=m, steps=steps, batch_size=batch_size, lr=1e-3 * (1 + k % 4), seed=seed + k,
+                      hparams={"precision": precision}) for k in range(K)]
+    results = train_pack(runs, store, TrainOptions(device=device, eval_max_rows=2048, compile=compile))
+    wall = results[0].info["train_wall_s"]
+    flops = K * flops_per_token(n, m) * batch_size * steps
+    return {"n": n, "m": m, "batch_size": batch_size, "K": K, "steps": steps, "precision": precision,
+            "train_wall_s": wall, "flops_per_s": flops / wall, "tokens_per_s": K * batch_size * steps / wall}
+
+
+def warm_up(device: str = "cpu") -> None:
+    """One tiny training run so the first measurement does not pay one-time start-up costs."""
+    measure_pack(64, 256, 512, 2, 20, device=device)
+
+
+def trainer_efficiency(shapes: list[tuple[int, int]], peak: float, *, batch_size: int = 4096, seconds: float = 4.0,
+                       device: str = "cpu", precision: str = "fp32", compile: bool = False) -> list[dict[str, Any]]:
+    """One single-run measurement per (n, m), as a fraction of `peak`."""
+    rows = []
+    for n, m in shapes:
+        steps = steps_for(n, m, batch_size, peak, seconds)
+        row = measure_pack(n, m, batch_size, 1, steps, device=device, precision=precision, compile=compile)
+        row["fraction_of_peak"] = row["flops_per_s"] / peak
+        rows.append(row)
+    return rows
