@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from saescale.errors import UserError
+from saescale.files import atomic_write_bytes
 
 FORMAT_VERSION = 1
 NORM_CONVENTION = "E||c x||_2 = sqrt(n)"
@@ -40,15 +41,6 @@ _NORM_SAMPLE_ROWS = 100_000
 def default_eval_rows(count: int) -> int:
     """Held-out rows for a store of `count` rows: 5%, at least 1024 (or half), at most 131072."""
     return int(min(131_072, max(min(1024, count // 2), count // 20)))
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -317,7 +309,7 @@ class StoreWriter:
             "n": self.n, "o": self.o, "dtype": self.dtype, "has_targets": self.has_targets,
             "shards": [s.__dict__ for s in self.shards], "state": self._state,
         }
-        _atomic_write_bytes(self._progress_path, json.dumps(prog).encode())
+        atomic_write_bytes(self._progress_path, json.dumps(prog).encode())
 
     def close(self, *, eval_rows: int | None = None, ground_truth: np.ndarray | None = None,
               extra: dict[str, Any] | None = None) -> ActivationStore:
@@ -342,7 +334,7 @@ class StoreWriter:
         )
         # Scales come from the train split only, so eval data never informs preprocessing.
         meta.norm_scale, meta.target_norm_scale = estimate_norm_scales(ActivationStore(self.path, meta))
-        _atomic_write_bytes(self.path / "meta.json", json.dumps(meta.to_json(), indent=1).encode())
+        atomic_write_bytes(self.path / "meta.json", json.dumps(meta.to_json(), indent=1).encode())
         self._progress_path.unlink(missing_ok=True)
         return ActivationStore(self.path)
 

@@ -141,8 +141,3 @@ def synthetic_store(cfg: SyntheticConfig, cache_dir: str | os.PathLike[str]) -> 
             raise
         shutil.rmtree(tmp)  # another process finished the same store first
     return ActivationStore(path)
-
-
-def default_cache_dir() -> Path:
-    """Where generated data lives unless told otherwise: $SAESCALE_CACHE or ~/.cache/saescale."""
-    return Path(os.environ.get("SAESCALE_CACHE", Path.home() / ".cache" / "saescale"))

@@ -31,6 +31,7 @@ from sae_core.flops import FLOPS_CONVENTION, flops_per_token
 from sae_core.loader import BatchStream, data_sample, eval_batches
 from sae_core.metrics import evaluate, mmcs
 from sae_core.optim import StackedAdam, clip_grad_norm_per_run
+from sae_core.runtime import resolve_device
 from sae_core.schedules import lambda_factor, lr_factor
 from sae_core.store import ActivationStore
 
@@ -88,21 +89,6 @@ class RunResult:
                     "diverged_step": -1 if self.diverged_step is None else self.diverged_step})
         row.update(self.metrics)
         return row
-
-
-def resolve_device(device: str) -> torch.device:
-    """'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
-    return dev
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from saescale.errors import UserError
 from sae_core.store import ActivationStore
-from sae_core.synthetic import SyntheticConfig, default_cache_dir, synthetic_store
+from sae_core.runtime import default_cache_dir
+from sae_core.synthetic import SyntheticConfig, synthetic_store
 from sae_core.config import stable_hash
 from sweeps.spec import LMSource, StoreSource, SweepSpec, SyntheticSource
 

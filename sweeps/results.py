@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from saescale.errors import UserError
+from saescale.files import atomic_write_text
 
 LOCK_NAME = ".lock"
 FINAL = ("ok", "diverged")  # statuses that are never re-run
@@ -197,16 +198,6 @@ class ResultsDir:
         df.to_parquet(tmp, index=False)
         os.replace(tmp, self.table_path)
         return df
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to a temp file beside `path`, fsync, rename over it."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def pending_attempt(record: RunRecord | None, retries: int) -> int | None:

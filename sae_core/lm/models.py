@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from sae_core.lm.hub import hub_endpoint, hub_reachable
+from sae_core.runtime import default_cache_dir, resolve_device
 from saescale.errors import UserError
 
 if TYPE_CHECKING:
@@ -122,26 +123,6 @@ class LanguageModel:
 def model_choices() -> str:
     """The accepted --model values, for messages."""
     return ", ".join(MODEL_NAMES) + f" or {HF_PREFIX}<name>"
-
-
-def cache_dir() -> Path:
-    """Where converted model copies live: $SAESCALE_CACHE or ~/.cache/saescale."""
-    return Path(os.environ.get("SAESCALE_CACHE") or Path.home() / ".cache" / "saescale")
-
-
-def resolve_device(device: str) -> torch.device:
-    """A torch.device from --device, refusing devices this machine does not have."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device: not a torch device: {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {device}: MPS is not available on this machine")
-    return dev
 
 
 def check_model_name(name: str) -> None:
@@ -240,7 +221,7 @@ def _load_smollm2() -> LanguageModel:
     if not gguf.is_file():
         raise UserError(f"--model smollm2: {gguf} is missing; reinstall {SMOLLM2_PACKAGE[1]}")
     sha = _sha256(gguf)
-    converted = cache_dir() / f"smollm2-{sha[:16]}"
+    converted = default_cache_dir() / f"smollm2-{sha[:16]}"
     if not (converted / "config.json").is_file():
         print(f"saescale: converting {gguf.name} to fp32 safetensors once, into {converted} (~20 s)", file=sys.stderr)
         _convert_gguf(pkg, gguf.name, converted)

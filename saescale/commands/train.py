@@ -62,7 +62,7 @@ def train_command(
     """Train one SAE by a published recipe and print its held-out metrics."""
     from sae_core import RunConfig, SyntheticConfig, TrainingInterrupted, TrainOptions, synthetic_store, train
     from sae_core.store import ActivationStore
-    from sae_core.synthetic import default_cache_dir
+    from sae_core.runtime import default_cache_dir
 
     config = RunConfig(recipe=recipe, m=m, steps=steps, batch_size=batch_size, lr=lr, lam=lam,
                        seed=seed, data_seed=data_seed, hparams=_parse_sets(set_))
