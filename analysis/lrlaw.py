@@ -7,7 +7,10 @@ do; the law is then weighted by band size, which equals Step Law's OLS over band
 Optima on the edge of the swept LR range are flagged and, by default, left out of the law.
 Laws eta* = k prod x^a (e.g. x = C, or x = (m, S)) are fitted by weighted OLS in log space,
 with at least one more cell than parameters (3 cells for eta*(C), 4 for eta*(m, S));
-intervals come from a seeded bootstrap of the (LR, loss) points within each cell.
+intervals come from a seeded nonparametric bootstrap over the cells' optima. (Resampling the
+LR points inside a cell instead would treat a fixed LR grid as random draws: a resample that
+drops the best LR moves that cell's optimum to a neighbour or to the edge, which biases the
+intervals, so the unit is the cell.)
 """
 
 from __future__ import annotations
@@ -24,13 +27,6 @@ from saescale.errors import UserError
 
 METHODS = ("parabola", "band")
 BAND = 0.0025
-
-
-@dataclass
-class _Cell:
-    x: np.ndarray  # log of the law's variables, concatenated over all x sets
-    log_lr: np.ndarray
-    loss: np.ndarray
 
 
 @dataclass
@@ -93,11 +89,11 @@ def fit_lr_laws(
         if n_lr < 3:
             skipped.append({**info, "n_lr": n_lr, "reason": "fewer than 3 distinct LRs"})
             continue
-        cell = _Cell(np.log(part[x_cols].iloc[0].to_numpy(float)), np.log(lr), loss)
-        opt = _optimum(cell.log_lr, cell.loss, np.ones(lr.size), method, band)
-        cells.append(cell)
+        x = np.log(part[x_cols].iloc[0].to_numpy(float))
+        opt = _optimum(np.log(lr), loss, method, band)
+        cells.append(x)
         rows.append({
-            **info, **{c: float(v) for c, v in zip(x_cols, np.exp(cell.x))},
+            **info, **{c: float(v) for c, v in zip(x_cols, np.exp(x))},
             "lr_star": float(np.exp(opt[0])), "weight": opt[1], "edge": opt[2], "reason": opt[3],
             "n_lr": n_lr, "lr_min": float(lr.min()), "lr_max": float(lr.max()), "best_loss": float(loss.min()),
         })
@@ -109,10 +105,10 @@ def fit_lr_laws(
         return result
 
     keep = ~optima["edge"].to_numpy() if exclude_edge else np.ones(len(optima), bool)
-    x_all = np.array([c.x for c in cells])
+    x_all = np.array(cells)
     y = np.log(optima["lr_star"].to_numpy(float))
     w = optima["weight"].to_numpy(float)
-    boot = _bootstrap(cells, method, band, exclude_edge, n_boot, seed)
+    boot = _bootstrap(x_all[keep], y[keep], w[keep], n_boot, seed)
     offset = 0
     for name, cols in x_sets.items():
         sl = slice(offset, offset + len(cols))
@@ -133,49 +129,36 @@ def fit_lr_laws(
             n_points=int(keep.sum()),
             x_range={c: (float(np.exp(x_all[keep, j].min())), float(np.exp(x_all[keep, j].max())))
                      for j, c in zip(range(sl.start, sl.stop), cols)},
-            method=f"{method} optimum per cell; weighted OLS in log space; bootstrap of LR points within cells",
+            method=f"{method} optimum per cell; weighted OLS in log space; bootstrap over cells",
             boot=np.array(samples).reshape(-1, len(cols) + 1),
             boot_requested=n_boot,
         )
     return result
 
 
-def _optimum(log_lr: np.ndarray, loss: np.ndarray, counts: np.ndarray, method: str, band: float):
-    """(log eta*, weight, edge, reason) of one cell, or None with fewer than 3 distinct LRs present."""
-    present = counts > 0
-    levels = np.unique(log_lr[present])
-    if levels.size < 3:
-        return None
+def _optimum(log_lr: np.ndarray, loss: np.ndarray, method: str, band: float):
+    """(log eta*, weight, edge, reason) of one cell (at least 3 distinct LRs)."""
+    levels = np.unique(log_lr)
     if method == "band":
-        best = loss[present].min()
-        inside = present & (loss <= best * (1.0 + band))
-        centre = float(np.average(log_lr[inside], weights=counts[inside]))
+        best = loss.min()
+        inside = loss <= best * (1.0 + band)
+        centre = float(log_lr[inside].mean())
         touches = log_lr[inside].min() <= levels[0] or log_lr[inside].max() >= levels[-1]
         reason = "band touches the edge of the swept LR range" if touches else ""
-        return centre, float(counts[inside].sum()), bool(touches), reason
-    idx = np.searchsorted(levels, log_lr[present])
+        return centre, float(inside.sum()), bool(touches), reason
+    idx = np.searchsorted(levels, log_lr)
     profile = np.full(levels.size, np.inf)
-    np.minimum.at(profile, idx, loss[present])  # best loss at each LR (e.g. over batch sizes)
-    weight = np.bincount(idx, weights=counts[present], minlength=levels.size)
+    np.minimum.at(profile, idx, loss)  # best loss at each LR (e.g. over batch sizes)
+    weight = np.bincount(idx, minlength=levels.size).astype(float)
     vertex = parabola_min(levels, profile, weight)
     return vertex.u, 1.0, vertex.edge, vertex.reason
 
 
-def _bootstrap(cells: list[_Cell], method: str, band: float, exclude_edge: bool, n_boot: int, seed: int):
-    """Per replicate: (log x, log eta*, weight) of the usable cell optima after resampling points."""
+def _bootstrap(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_boot: int, seed: int):
+    """Per replicate: (log x, log eta*, weight) of the usable cells, resampled with replacement."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_boot):
-        xs, ys, ws = [], [], []
-        for cell in cells:
-            n = cell.loss.size
-            counts = rng.multinomial(n, np.full(n, 1.0 / n)).astype(float)
-            opt = _optimum(cell.log_lr, cell.loss, counts, method, band)
-            if opt is None or (exclude_edge and opt[2]):
-                continue
-            xs.append(cell.x)
-            ys.append(opt[0])
-            ws.append(opt[1])
-        if ys:
-            out.append((np.array(xs), np.array(ys), np.array(ws)))
+        idx = rng.integers(0, y.size, y.size)
+        out.append((x[idx], y[idx], w[idx]))
     return out

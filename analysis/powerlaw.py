@@ -2,7 +2,7 @@
 
 The point estimate comes from the data; intervals come from bootstrap samples of
 (log k, a_1, ...) produced by the caller's resampling scheme (cells, cells within budgets,
-or LR points within cells), so each law states what was resampled.
+or cells' LR optima), so each law states what was resampled.
 """
 
 from __future__ import annotations

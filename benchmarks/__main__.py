@@ -1,4 +1,4 @@
-"""`python -m benchmarks {peak,trainer,stacking,peer,sweep,all}`: print a table, write JSON.
+"""`python -m benchmarks {peak,trainer,stacking,loader,peer,sweep,all}`: print a table, write JSON.
 
 Every ratio is taken against the matmul peak measured in the same process at the start of
 the command, so numbers from different machines are comparable as fractions.
@@ -86,6 +86,15 @@ def stacking(n: int = 64, m: int = 512, batch_size: int = 1024, ks: str = "1,4,8
 
 
 @app.command()
+def loader(n: int = 384, m: int = 4096, batch_size: int = 4096, steps: int = 200, out: Path = OUT) -> None:
+    """Rows/s the data path delivers over the tokens/s training consumes at the same shape."""
+    from benchmarks.loader import loader_throughput
+    p = _peak("cpu", "fp32")
+    _report("loader", p, loader_throughput(n, m, batch_size, steps), out,
+            ["n", "m", "batch_size", "mode", "loader_rows_per_s", "train_tokens_per_s", "loader_over_training"])
+
+
+@app.command()
 def peer(n: str = "64,384", m: str = "512,4096", batch_size: int = 4096, steps: int = 40,
          install_peer: bool = typer.Option(False, help="pip-install the peer (dictionary-learning) into benchmarks/.peer"),
          out: Path = OUT) -> None:
@@ -114,6 +123,7 @@ def all_(device: str = "cpu", install_peer: bool = False, out: Path = OUT) -> No
     trainer(device=device, out=out, n="64,384,768", m="512,2048,8192,32768", batch_size=4096, precision="fp32",
             seconds=4.0, compile=False)
     stacking(device=device, out=out, n=64, m=512, batch_size=1024, ks="1,4,8,16", precision="fp32", seconds=2.0)
+    loader(out=out, n=384, m=4096, batch_size=4096, steps=200)
     if device == "cpu":
         peer(out=out, n="64,384", m="512,4096", batch_size=4096, steps=40, install_peer=install_peer)
         sweep(out=out, spec=Path("sweeps/specs/quickstart.yaml"), results=None)

@@ -83,3 +83,22 @@ def test_steplaw_dense_band_smoke(steplaw_dense):
     assert law.exponents["D"] == pytest.approx(0.197, abs=0.001)
     lo, hi = law.interval(1, 0.95)
     assert lo < -0.766 < hi
+
+
+def test_noisy_lr_law_intervals_cover_the_truth_at_about_the_stated_rate():
+    """Cell-level bootstrap: over seeded noisy replicates the true exponents fall inside the
+    95% intervals about as often as stated, and the plug-in extrapolation inside its own interval."""
+    model = LRModel(m_exp=-0.5, steps_exp=-0.2, curvature=0.002)
+    covered, inside = 0, 0
+    reps = 12
+    for rep in range(reps):
+        pts = points(lr_model=model, noise=0.003, lr_multipliers=np.geomspace(0.125, 8, 9), seed=100 + rep)
+        laws = fit_lr_laws(pts, cell_cols=["m", "steps"], x_sets=X_SETS, n_boot=300, seed=rep)
+        lo, hi = laws.laws["vs_m_steps"].interval(1, 0.95)
+        covered += lo <= -0.5 <= hi
+        law = laws.laws["vs_compute"]
+        target = 100 * pts["C"].max()
+        band = law.predict_interval(target, level=0.9)
+        inside += band[0] <= float(law.predict(target)) <= band[1]
+    assert covered >= 0.75 * reps
+    assert inside == reps
