@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from sae_core import RunConfig, TrainOptions, flops_per_token, train_pack
 
 from benchmarks.data import bench_store
+from benchmarks.peak import matmul_peak
 
 
 def steps_for(n: int, m: int, batch_size: int, peak: float, seconds: float, lo: int = 5, hi: int = 3000) -> int:
@@ -24,9 +27,11 @@ def measure_pack(n: int, m: int, batch_size: int, K: int, steps: int, *, device:
                       hparams={"precision": precision}) for k in range(K)]
     results = train_pack(runs, store, TrainOptions(device=device, eval_max_rows=2048, compile=compile))
     wall = results[0].info["train_wall_s"]
-    flops = K * flops_per_token(n, m) * batch_size * steps
+    steady = wall - results[0].info["first_step_wall_s"]   # without the first step's one-time costs
+    flops = K * flops_per_token(n, m) * batch_size
     return {"n": n, "m": m, "batch_size": batch_size, "K": K, "steps": steps, "precision": precision,
-            "train_wall_s": wall, "flops_per_s": flops / wall, "tokens_per_s": K * batch_size * steps / wall}
+            "train_wall_s": wall, "flops_per_s": flops * steps / wall, "tokens_per_s": K * batch_size * steps / wall,
+            "steady_flops_per_s": flops * (steps - 1) / steady}
 
 
 def warm_up(device: str = "cpu") -> None:
@@ -35,12 +40,25 @@ def warm_up(device: str = "cpu") -> None:
 
 
 def trainer_efficiency(shapes: list[tuple[int, int]], peak: float, *, batch_size: int = 4096, seconds: float = 4.0,
-                       device: str = "cpu", precision: str = "fp32", compile: bool = False) -> list[dict[str, Any]]:
-    """One single-run measurement per (n, m), as a fraction of `peak`."""
+                       device: str = "cpu", precision: str = "fp32", compile: bool = False,
+                       repeats: int = 3) -> list[dict[str, Any]]:
+    """Single-run training FLOP/s per (n, m) as fractions of the matmul peak, over the whole
+    training loop and in steady state (the first step, which loads data and first-touches
+    buffers, excluded). Each repeat re-measures the peak right before the run, because a shared
+    machine's speed drifts within minutes; the best of `repeats` is kept (noise only slows
+    things down). `peak` only sizes the step counts."""
     rows = []
     for n, m in shapes:
-        steps = steps_for(n, m, batch_size, peak, seconds)
-        row = measure_pack(n, m, batch_size, 1, steps, device=device, precision=precision, compile=compile)
-        row["fraction_of_peak"] = row["flops_per_s"] / peak
-        rows.append(row)
+        steps = steps_for(n, m, batch_size, peak, seconds, lo=6)
+        best: dict[str, Any] | None = None
+        for _ in range(repeats):
+            local = matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32, seconds=0.5)
+            row = measure_pack(n, m, batch_size, 1, steps, device=device, precision=precision, compile=compile)
+            row["peak_flops_per_s"] = local["flops_per_s"]
+            row["fraction_of_peak"] = row["flops_per_s"] / local["flops_per_s"]
+            row["steady_fraction_of_peak"] = row["steady_flops_per_s"] / local["flops_per_s"]
+            if best is None or row["fraction_of_peak"] > best["fraction_of_peak"]:
+                best = row
+        best["repeats"] = repeats
+        rows.append(best)
     return rows

@@ -52,6 +52,7 @@ class StackedSAE:
         self.params: dict[str, torch.Tensor] = {}
         self._terms_fn = self._terms_tuple
         self.compiled = False
+        self._workspace: dict[str, torch.Tensor] = {}   # reused activation buffers (sae_core.fused)
 
     # -- construction ---------------------------------------------------------------------
     def init_params(self, seeds: list[int], transcoder: bool, sample_x: torch.Tensor | None) -> None:
@@ -160,7 +161,7 @@ class ReluSAE(StackedSAE):
         if self.compiled or self.hp["precision"] == "bf16":
             return self.terms(x, y)
         p = self.params
-        mse, sparsity, f_sum = relu_sae_loss(x, y, p["W_e"], p["b_e"], p["W_d"], p["b_d"])
+        mse, sparsity, f_sum = relu_sae_loss(x, y, p["W_e"], p["b_e"], p["W_d"], p["b_d"], self._workspace)
         return Terms(mse=mse, sparsity=sparsity, aux=torch.zeros_like(sparsity), f_sum=f_sum)
 
     def _penalties(self, h, f, dec_norm):

@@ -24,7 +24,8 @@ def clip_grad_norm_per_run(params: dict[str, torch.Tensor], run_dims: dict[str, 
     for name, p in params.items():
         d = run_dims[name]
         dims = [i for i in range(p.dim()) if i != d]
-        s = p.grad.pow(2).sum(dim=dims) if dims else p.grad.pow(2)
+        # vector_norm reduces without materialising grad**2 (a parameter-sized temporary)
+        s = torch.linalg.vector_norm(p.grad, dim=dims).square() if dims else p.grad.square()
         sq = s if sq is None else sq + s
     norms = sq.sqrt()
     if max_norm > 0:
@@ -46,6 +47,7 @@ class StackedAdam:
         self.step_count = 0
         self.exp_avg = {k: torch.zeros_like(p) for k, p in params.items()}
         self.exp_avg_sq = {k: torch.zeros_like(p) for k, p in params.items()}
+        self._update = {k: torch.empty_like(p) for k, p in params.items()}  # reused: no per-step temporaries
 
     @torch.no_grad()
     def step(self, lrs: torch.Tensor) -> None:
@@ -54,12 +56,12 @@ class StackedAdam:
         bias_correction1 = 1 - self.beta1 ** self.step_count
         bias_correction2_sqrt = (1 - self.beta2 ** self.step_count) ** 0.5
         for name, p in self.params.items():
-            grad, m, v = p.grad, self.exp_avg[name], self.exp_avg_sq[name]
+            grad, m, v, u = p.grad, self.exp_avg[name], self.exp_avg_sq[name], self._update[name]
             m.lerp_(grad, 1 - self.beta1)
             v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-            denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
-            step_size = _per_run(lrs / bias_correction1, p, self.run_dims[name])
-            p.sub_(step_size * m / denom)
+            torch.sqrt(v, out=u).div_(bias_correction2_sqrt).add_(self.eps)        # denom
+            torch.div(m, u, out=u).mul_(_per_run(lrs / bias_correction1, p, self.run_dims[name]))
+            p.sub_(u)
 
     def state_for_run(self, k: int) -> dict[str, torch.Tensor]:
         """Run k's slices of the moment estimates (for its checkpoint)."""

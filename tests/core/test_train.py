@@ -17,7 +17,7 @@ from sae_core.export import fold_weights, load_sae, export_sae
 from .helpers import write_store
 
 SMALL = SyntheticConfig(n=32, m_true=64, tokens=100_000, mean_active=3.0, zipf_exponent=0.5)
-TIMING_KEYS = {"wall_s", "train_wall_s", "eval_wall_s", "train_tokens_per_s", "resumed_from_step"}
+TIMING_KEYS = {"wall_s", "train_wall_s", "eval_wall_s", "train_tokens_per_s", "resumed_from_step", "first_step_wall_s"}
 
 
 @pytest.fixture(scope="module")
