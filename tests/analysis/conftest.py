@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from analysis.synthetic import synthetic_table, write_results_dir
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO / ".." / "shared"
+SHARED = Path(os.environ.get("SAESCALE_SHARED", REPO / ".." / "shared"))   # the published anchor data sets
 CHINCHILLA = SHARED / "chinchilla" / "svg_extracted_data.csv"
 STEPLAW_DENSE = SHARED / "steplaw" / "dense_lr_bs_loss.csv"
 
