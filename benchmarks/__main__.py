@@ -128,15 +128,9 @@ def sweep(spec: Path = Path("sweeps/specs/quickstart.yaml"), results: Optional[P
 def all_(device: str = "cpu", install_peer: bool = False, out: Path = OUT) -> None:
     """Every benchmark at its default settings."""
     peak(device=device, out=out)
-    trainer(device=device, out=out, n="64,384,768", m="512,4096,8192,32768", batch_size=4096, precision="fp32",
-            seconds=4.0, compile=False, repeats=3)
-    stacking(device=device, out=out, n=64, m=512, batch_size=1024, ks="1,4,8,16", precision="fp32", seconds=2.0,
-             repeats=2)
-    loader(out=out, n=384, m=4096, batch_size=4096, steps=200)
+    trainer(device=device, out=out)
+    stacking(device=device, out=out)
+    loader(out=out)
     if device == "cpu":
-        peer(out=out, n="64,384", m="512,4096", batch_size=4096, steps=40, install_peer=install_peer)
-        sweep(out=out, spec=Path("sweeps/specs/quickstart.yaml"), results=None)
-
-
-if __name__ == "__main__":
-    app()
+        peer(out=out, install_peer=install_peer)
+        sweep(out=out)

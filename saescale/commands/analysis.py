@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -18,6 +18,12 @@ from saescale.errors import UserError
 
 WHERE_HELP = "Keep only runs with KEY=VALUE (any column, e.g. lambda=5; repeatable): selects groups of comparable runs."
 LR_METHOD_HELP = "Optimal LR per cell: 'parabola' in log LR (default) or 'band' (geometric centre of LRs within 0.25% of the best loss)."
+
+# Options shared by the analysis commands: which runs to fit, and how.
+Where = Annotated[list[str], typer.Option("--where", help=WHERE_HELP)]
+Lambda = Annotated[Optional[float], typer.Option("--lambda", help="Shortcut for --where lambda=X.")]
+Seed = Annotated[int, typer.Option("--seed", help="Bootstrap seed.")]
+LrMethod = Annotated[str, typer.Option("--lr-method", help=LR_METHOD_HELP)]
 
 
 def _where(where: list[str], lam: Optional[float]) -> dict[str, str]:
@@ -35,11 +41,11 @@ def _fmt_interval(interval) -> str:
 
 def fit_command(
     results: Path = typer.Argument(..., help="Results directory (results.parquet and/or runs/*.parquet) or a table file."),
-    where: list[str] = typer.Option([], "--where", help=WHERE_HELP),
-    lam: Optional[float] = typer.Option(None, "--lambda", help="Shortcut for --where lambda=X."),
+    where: Where = [],
+    lam: Lambda = None,
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the intervals (0: none)."),
-    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-    lr_method: str = typer.Option("parabola", "--lr-method", help=LR_METHOD_HELP),
+    seed: Seed = 0,
+    lr_method: LrMethod = "parabola",
     as_json: bool = typer.Option(False, "--json", help="Print fit.json's content instead of the table."),
 ) -> None:
     """Fit every law (frontier, IsoFLOP, surface, LR) and write DIR/fit.json (95% intervals)."""
@@ -102,7 +108,7 @@ def fit_table_command(
     flops_per_param_token: float = typer.Option(6.0, "--flops-per-param-token", help="k in D = FLOPs / (k N) (Chinchilla: 6)."),
     drop_worst: int = typer.Option(0, "--drop-worst", help="Drop the K highest-loss points first (Epoch AI drop 5)."),
     bootstrap: int = typer.Option(0, "--bootstrap", help="Bootstrap resamples for 95% intervals (0: none)."),
-    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    seed: Seed = 0,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Fit L(N, D) = E + A N^-alpha + B D^-beta to any table (sum-Huber, 4,500 L-BFGS starts)."""
@@ -132,11 +138,11 @@ def recommend_command(
     flops: Optional[float] = typer.Option(None, "--flops", help="Compute budget C in FLOPs (table's convention), e.g. 1e18."),
     flops_factor: Optional[float] = typer.Option(None, "--flops-factor", help="Instead of --flops: C = this x the largest compute in the data."),
     results: Path = typer.Option(..., "--results", help="Results directory (or table file)."),
-    where: list[str] = typer.Option([], "--where", help=WHERE_HELP),
-    lam: Optional[float] = typer.Option(None, "--lambda", help="Shortcut for --where lambda=X."),
+    where: Where = [],
+    lam: Lambda = None,
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 90% intervals."),
-    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-    lr_method: str = typer.Option("parabola", "--lr-method", help=LR_METHOD_HELP),
+    seed: Seed = 0,
+    lr_method: LrMethod = "parabola",
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Features, steps, tokens, batch size, LR, lambda and predicted loss at C, with 90% intervals."""
@@ -183,11 +189,11 @@ def plot_command(
     out: Path = typer.Option(..., "--out", help="Directory for the figures (PNG and SVG)."),
     flops: Optional[float] = typer.Option(None, "--flops", help="Also draw the LR law's extrapolation to this compute."),
     flops_factor: Optional[float] = typer.Option(None, "--flops-factor", help="Instead of --flops: this x the largest compute in each group."),
-    where: list[str] = typer.Option([], "--where", help=WHERE_HELP),
-    lam: Optional[float] = typer.Option(None, "--lambda", help="Shortcut for --where lambda=X."),
+    where: Where = [],
+    lam: Lambda = None,
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the bands."),
-    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-    lr_method: str = typer.Option("parabola", "--lr-method", help=LR_METHOD_HELP),
+    seed: Seed = 0,
+    lr_method: LrMethod = "parabola",
 ) -> None:
     """Loss frontier, IsoFLOP curves, m* and S* vs compute, LR law: PNG + SVG per group."""
     from analysis.fitfile import fit_results
