@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from saescale.errors import UserError
 from sae_core.fused import relu_sae_loss
 from sae_core.jumprelu import jumprelu
 
@@ -41,9 +42,20 @@ class Terms:
 
 
 class StackedSAE:
-    """Parameters and forward pass of K stacked SAEs of one architecture."""
+    """Parameters and forward pass of K stacked SAEs of one architecture.
+
+    An architecture is a subclass registered in ARCHS. Besides the forward pass and the loss
+    terms it may override these hooks, which the trainer and the exporter call:
+      validate_hp(hp)            reject bad recipe hyperparameters (UserError naming the key)
+      data_sample_rows(hp)       rows of training data its initialisation needs (0: none)
+      adjust_grads()             after backward, before clipping (e.g. project decoder gradients)
+      after_step()               after the optimiser step (e.g. renormalise decoder rows)
+      export_tensors(...)        raw-unit, SAELens-named tensors of one run's state
+    and it names the SAELens architecture of its export in `saelens_architecture`.
+    """
 
     arch = "base"
+    saelens_architecture = "standard"
 
     def __init__(self, K: int, n: int, o: int, m: int, hp: dict[str, Any], device: torch.device | str = "cpu"):
         self.K, self.n, self.o, self.m = K, n, o, m
@@ -53,6 +65,28 @@ class StackedSAE:
         self._terms_fn = self._terms_tuple
         self.compiled = False
         self._workspace: dict[str, torch.Tensor] = {}   # reused activation buffers (sae_core.fused)
+
+    # -- recipe-level hooks ---------------------------------------------------------------
+    @classmethod
+    def validate_hp(cls, hp: dict[str, Any]) -> None:
+        """Raise UserError for hyperparameters this architecture cannot use (none by default)."""
+
+    @classmethod
+    def data_sample_rows(cls, hp: dict[str, Any]) -> int:
+        """Rows of (normalised) training data `init_params` needs as `sample_x`; 0 for none."""
+        return 0
+
+    def adjust_grads(self) -> None:
+        """Change gradients after backward and before clipping (nothing by default)."""
+
+    def after_step(self) -> None:
+        """Act on the parameters after each optimiser step (nothing by default)."""
+
+    @classmethod
+    def export_tensors(cls, state: dict[str, torch.Tensor], hp: dict[str, Any], scale_x: float,
+                       scale_y: float) -> dict[str, torch.Tensor]:
+        """One run's weights in raw units with unit-norm decoder rows, SAELens names (W_enc, ...)."""
+        return fold_decoder_norms(state, scale_x, scale_y)
 
     # -- construction ---------------------------------------------------------------------
     def init_params(self, seeds: list[int], transcoder: bool, sample_x: torch.Tensor | None) -> None:
@@ -174,6 +208,30 @@ class JumpReluSAE(StackedSAE):
     """Seed 000: JumpReLU with tanh sparsity and pre-act loss; transcoders when y != x."""
 
     arch = "jumprelu"
+    saelens_architecture = "jumprelu"
+
+    @classmethod
+    def validate_hp(cls, hp: dict[str, Any]) -> None:
+        if hp["preact_on"] not in ("h", "f"):
+            raise UserError(f"preact_on must be 'h' or 'f', got {hp['preact_on']!r}")
+        if not hp["bandwidth"] > 0:
+            raise UserError(f"bandwidth must be > 0, got {hp['bandwidth']}")
+        rows = hp["b_e_init_rows"]
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows <= 0:
+            raise UserError(f"b_e_init_rows must be a positive integer, got {rows!r}")
+
+    @classmethod
+    def data_sample_rows(cls, hp: dict[str, Any]) -> int:
+        return int(hp["b_e_init_rows"])
+
+    @classmethod
+    def export_tensors(cls, state, hp, scale_x, scale_y):
+        """Folded as the base class; the threshold exp(t) scales with the decoder norm."""
+        s = state["W_d"].double().div(scale_y).norm(dim=1)
+        s = torch.where(s > 0, s, torch.ones_like(s))
+        out = super().export_tensors(state, hp, scale_x, scale_y)
+        out["threshold"] = (state["log_threshold"].double().exp() * s).float().contiguous()
+        return out
 
     def _init_run(self, gen: torch.Generator, transcoder: bool) -> tuple[torch.Tensor, torch.Tensor]:
         n, o, m = self.n, self.o, self.m
@@ -231,4 +289,21 @@ def init_b_e(sample_x: torch.Tensor, W_e: torch.Tensor, threshold: torch.Tensor,
     return b_e
 
 
-ARCHS: dict[str, Callable[..., StackedSAE]] = {"relu": ReluSAE, "jumprelu": JumpReluSAE}
+def fold_decoder_norms(state: dict[str, torch.Tensor], scale_x: float, scale_y: float) -> dict[str, torch.Tensor]:
+    """Raw-unit weights with unit-norm decoder rows from a run's normalised-space state.
+
+    Training saw c_x x and predicted c_y y, so in raw units W_enc = c_x W_e, W_dec = W_d / c_y,
+    b_dec = b_d / c_y; then with s_i = ||W_dec,i||: W_enc[:, i] *= s_i, b_enc_i *= s_i,
+    W_dec,i /= s_i (features become f_i s_i, the seeds' "conceptual" activations).
+    """
+    W_enc = state["W_e"].double() * scale_x
+    b_enc = state["b_e"].double().clone()
+    W_dec = state["W_d"].double() / scale_y
+    b_dec = state["b_d"].double() / scale_y
+    s = W_dec.norm(dim=1)
+    s = torch.where(s > 0, s, torch.ones_like(s))  # an all-zero decoder row contributes nothing
+    out = {"W_enc": W_enc * s, "b_enc": b_enc * s, "W_dec": W_dec / s.unsqueeze(1), "b_dec": b_dec}
+    return {k: v.float().contiguous() for k, v in out.items()}
+
+
+ARCHS: dict[str, type[StackedSAE]] = {"relu": ReluSAE, "jumprelu": JumpReluSAE}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from saescale.errors import UserError
+from sae_core.arch import ARCHS
 from sae_core.recipes import Recipe, get_recipe
 
 # Keys that may differ inside a pack: each stacked run has its own.
@@ -57,12 +58,7 @@ class RunConfig:
                 raise UserError(f"{key} must be in [0, 1], got {hp[key]}")
         if hp["precision"] not in ("fp32", "tf32", "bf16"):
             raise UserError(f"precision must be fp32, tf32 or bf16, got {hp['precision']!r}")
-        if recipe.arch == "jumprelu":
-            if hp["preact_on"] not in ("h", "f"):
-                raise UserError(f"preact_on must be 'h' or 'f', got {hp['preact_on']!r}")
-            if not hp["bandwidth"] > 0:
-                raise UserError(f"bandwidth must be > 0, got {hp['bandwidth']}")
-            _positive_int("b_e_init_rows", hp["b_e_init_rows"])
+        ARCHS[recipe.arch].validate_hp(hp)
         for key in ("seed", "data_seed"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -1,11 +1,9 @@
 """Export a trained run as safetensors + a JSON config, predictions unchanged.
 
-Two foldings, both exact:
-1. the normalisation scale: training saw c_x x and predicted c_y y, so in raw units
-   W_enc = c_x W_e and W_dec = W_d / c_y, b_dec = b_d / c_y (b_e and thresholds unchanged);
-2. decoder norms (seeds 004/000): with s_i = ||W_dec,i||, W_enc[:, i] *= s_i, b_enc_i *= s_i,
-   threshold_i *= s_i, W_dec,i /= s_i; feature activations become f_i s_i, the seeds'
-   "conceptual" activation, and every decoder row has norm 1.
+Each architecture folds its own weights (StackedSAE.export_tensors): the normalisation scale
+into raw units, and the decoder norms into the encoder (seeds 004/000), so every decoder row
+has norm 1 and predictions are unchanged. `ENCODERS` maps the SAELens architecture name of an
+export to its raw-unit encoder.
 Tensor names and config fields follow SAELens where they mean the same thing (W_enc [d_in,
 d_sae], b_enc, W_dec [d_sae, d_out], b_dec, threshold; cfg.json d_in, d_sae, architecture,
 apply_b_dec_to_input, normalize_activations, dtype, device, model_name, hook_name).
@@ -23,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from saescale.errors import UserError
+from sae_core.arch import ARCHS
 from sae_core.config import ResolvedRun
 from sae_core.store import ActivationStore
 
@@ -30,18 +29,10 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
 
 
-def fold_weights(state: dict[str, torch.Tensor], scale_x: float, scale_y: float) -> dict[str, torch.Tensor]:
-    """Raw-unit weights with unit-norm decoder rows from a run's normalised-space state."""
-    W_enc = state["W_e"].double() * scale_x
-    b_enc = state["b_e"].double().clone()
-    W_dec = state["W_d"].double() / scale_y
-    b_dec = state["b_d"].double() / scale_y
-    s = W_dec.norm(dim=1)
-    s = torch.where(s > 0, s, torch.ones_like(s))  # an all-zero decoder row contributes nothing
-    out = {"W_enc": W_enc * s, "b_enc": b_enc * s, "W_dec": W_dec / s.unsqueeze(1), "b_dec": b_dec}
-    if "log_threshold" in state:
-        out["threshold"] = state["log_threshold"].double().exp() * s
-    return {k: v.float().contiguous() for k, v in out.items()}
+def fold_weights(state: dict[str, torch.Tensor], scale_x: float, scale_y: float, arch: str,
+                 hp: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Raw-unit, SAELens-named weights of one run of architecture `arch` (see StackedSAE.export_tensors)."""
+    return ARCHS[arch].export_tensors(state, dict(hp), scale_x, scale_y)
 
 
 def export_sae(state: dict[str, torch.Tensor], run: ResolvedRun, store: ActivationStore, out: str | os.PathLike[str]) -> Path:
@@ -51,11 +42,11 @@ def export_sae(state: dict[str, torch.Tensor], run: ResolvedRun, store: Activati
     normalize = bool(run.hp["normalize"])
     sx = store.meta.norm_scale if normalize else 1.0
     sy = store.meta.target_norm_scale if normalize else 1.0
-    weights = fold_weights(state, sx, sy)
+    weights = fold_weights(state, sx, sy, run.recipe.arch, dict(run.hp))
     save_file(weights, str(out / WEIGHTS_FILE))
     source = store.meta.source
     transcoder = store.meta.has_targets
-    arch = {"relu": "standard", "jumprelu": "jumprelu"}[run.recipe.arch]
+    arch = ARCHS[run.recipe.arch].saelens_architecture
     cfg: dict[str, Any] = {
         "architecture": f"{arch}_transcoder" if transcoder else arch,
         "d_in": store.n, "d_sae": run.m, "d_out": store.o,
@@ -73,6 +64,19 @@ def export_sae(state: dict[str, torch.Tensor], run: ResolvedRun, store: Activati
     return out
 
 
+def _relu_encode(w: dict[str, torch.Tensor], cfg: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
+    return torch.relu(x @ w["W_enc"] + w["b_enc"])
+
+
+def _jumprelu_encode(w: dict[str, torch.Tensor], cfg: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
+    h = x @ w["W_enc"] + w["b_enc"]
+    return h * (h > w["threshold"])
+
+
+# SAELens architecture name -> encoder of an export in raw units (weights, cfg, x) -> f.
+ENCODERS: dict[str, Any] = {"standard": _relu_encode, "jumprelu": _jumprelu_encode}
+
+
 @dataclass
 class ExportedSAE:
     """An exported SAE for inference in raw activation units."""
@@ -81,10 +85,13 @@ class ExportedSAE:
     config: dict[str, Any]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        h = x @ self.weights["W_enc"] + self.weights["b_enc"]
-        if "threshold" in self.weights:
-            return h * (h > self.weights["threshold"])
-        return torch.relu(h)
+        """Feature activations of raw inputs x, by the encoder of the export's architecture."""
+        arch = str(self.config.get("architecture", "standard")).removesuffix("_transcoder")
+        try:
+            encoder = ENCODERS[arch]
+        except KeyError:
+            raise UserError(f"exported SAE: unknown architecture {arch!r} (known: {', '.join(sorted(ENCODERS))})") from None
+        return encoder(self.weights, self.config, x)
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         return f @ self.weights["W_dec"] + self.weights["b_dec"]

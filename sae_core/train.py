@@ -163,9 +163,8 @@ class _PackTrainer:
     def _build(self) -> tuple[StackedSAE, StackedAdam]:
         first = self.runs[0]
         sae = ARCHS[self.recipe.arch](self.K, self.store.n, self.store.o, first.m, self.hp, self.device)
-        sample = None
-        if self.recipe.arch == "jumprelu":
-            sample = data_sample(self.store, int(self.hp["b_e_init_rows"]), normalize=self.hp["normalize"])
+        rows = ARCHS[self.recipe.arch].data_sample_rows(self.hp)
+        sample = data_sample(self.store, rows, normalize=self.hp["normalize"]) if rows > 0 else None
         sae.init_params([r.seed for r in self.runs], self.transcoder, sample)
         if self.opts.compile:
             sae.compile()
@@ -269,8 +268,10 @@ class _PackTrainer:
                     sae.reset_run(k)  # after backward: autograd still needed the old values
                 for name, p in sae.params.items():
                     p.grad.select(RUN_DIMS[name], k).zero_()
+            sae.adjust_grads()
             clip_grad_norm_per_run(sae.params, RUN_DIMS, self.hp["grad_clip"])
             opt.step(lrs * lr_factor(step, self.steps, self.hp["lr_decay_frac"]) * alive)
+            sae.after_step()
             for p in sae.params.values():
                 p.grad = None
             self.tokens_seen += x.shape[0]
@@ -283,7 +284,7 @@ class _PackTrainer:
             return [{} for _ in self.runs]
         from sae_core.lm.downstream import score_pack
         states = [None if self.diverged[k] is not None else sae.run_state(k) for k in range(self.K)]
-        return score_pack(self.store, states, normalize=bool(self.hp["normalize"]),
+        return score_pack(self.store, states, arch=self.recipe.arch, hp=self.hp,
                           windows=self.opts.downstream_windows, device=str(self.device))
 
     def _finish(self, sae: StackedSAE, lams: torch.Tensor, started: float, resumed_from: int) -> list[RunResult]:

@@ -177,8 +177,8 @@ def sentence_embedding(last_hidden: torch.Tensor, mask: torch.Tensor) -> torch.T
     return torch.nn.functional.normalize(pooled.float(), dim=-1)
 
 
-def score_pack(store: ActivationStore, states: list[dict[str, torch.Tensor] | None], *, normalize: bool,
-               windows: int, device: str = "cpu") -> list[dict[str, Any]]:
+def score_pack(store: ActivationStore, states: list[dict[str, torch.Tensor] | None], *, arch: str,
+               hp: dict[str, Any], windows: int, device: str = "cpu") -> list[dict[str, Any]]:
     """Downstream columns for each trained run of a pack (None = diverged: NaN columns).
 
     `states` are runs' normalised-space parameters (StackedSAE.run_state); each is folded to raw
@@ -186,6 +186,7 @@ def score_pack(store: ActivationStore, states: list[dict[str, torch.Tensor] | No
     (synthetic or external data) or the model cannot be loaded here, every run gets NaN
     columns and `downstream_skipped` says why, so tables keep one schema.
     """
+    from sae_core.arch import ARCHS
     from sae_core.export import ExportedSAE, fold_weights
     from sae_core.lm.models import model_available
 
@@ -196,14 +197,16 @@ def score_pack(store: ActivationStore, states: list[dict[str, torch.Tensor] | No
                 for _ in states]
     if not model_available(src["model"]):
         return [{**empty, "downstream_skipped": f"model {src['model']} not available here"} for _ in states]
+    normalize = bool(hp["normalize"])
     sx = store.meta.norm_scale if normalize else 1.0
     sy = store.meta.target_norm_scale if normalize else 1.0
+    config = {"architecture": ARCHS[arch].saelens_architecture}
     evaluate = DownstreamEval(store, windows=windows, device=device)
     out = []
     for state in states:
         if state is None:
             out.append({**empty, "downstream_skipped": "run diverged"})
             continue
-        weights = {k: t.to(evaluate.lm.device) for k, t in fold_weights(state, sx, sy).items()}
-        out.append({**evaluate(ExportedSAE(weights, {})), "downstream_skipped": ""})
+        weights = {k: t.to(evaluate.lm.device) for k, t in fold_weights(state, sx, sy, arch, hp).items()}
+        out.append({**evaluate(ExportedSAE(weights, config)), "downstream_skipped": ""})
     return out

@@ -145,7 +145,7 @@ def test_export_folds_norms_without_changing_predictions(tmp_path, recipe, trans
 def test_fold_weights_unit_decoder_and_scaled_threshold():
     state = {"W_e": torch.randn(4, 3), "b_e": torch.randn(3), "W_d": torch.randn(3, 4) * torch.tensor([[2.0], [0.5], [1.0]]),
              "b_d": torch.randn(4), "log_threshold": torch.zeros(3)}
-    folded = fold_weights(state, 2.0, 2.0)
+    folded = fold_weights(state, 2.0, 2.0, "jumprelu", {})
     s = (state["W_d"] / 2.0).norm(dim=1)
     assert torch.allclose(folded["W_dec"].norm(dim=1), torch.ones(3), atol=1e-6)
     assert torch.allclose(folded["threshold"], s, atol=1e-6)
