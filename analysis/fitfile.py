@@ -16,7 +16,7 @@ import numpy as np
 from analysis.groupfit import GroupFit, fit_group
 from analysis.lrlaw import METHODS
 from analysis.table import load_results, select_runs, split_groups, usable_runs
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 FIT_VERSION = 1
 FIT_LEVEL = 0.95

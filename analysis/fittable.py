@@ -12,7 +12,7 @@ import numpy as np
 
 from analysis.surface import SurfaceFit, fit_surface
 from analysis.table import read_table
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 
 def fit_table(

@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis.parabola import parabola_min
 from analysis.powerlaw import PowerLaw, loglinear
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 METHODS = ("parabola", "band")
 BAND = 0.0025

@@ -18,7 +18,7 @@ from analysis.bootstrap import percentile_interval
 from analysis.fitfile import fit_results
 from analysis.groupfit import GroupFit
 from analysis.surface import allocate
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 RECOMMEND_LEVEL = 0.9
 MAX_EXTRAPOLATION = 100.0  # 2 decades beyond the largest compute seen

@@ -23,7 +23,7 @@ import numpy as np
 
 from analysis.bootstrap import percentile_interval, resample_counts
 from analysis.lbfgs import minimize_batched
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
 N_PARAMS = 5

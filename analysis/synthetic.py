@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.surface import SurfaceParams
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 DEFAULT_SURFACE = SurfaceParams(E=2.0, A=40.0, B=300.0, alpha=0.5, beta=0.6)
 LR_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 REQUIRED = ("m", "steps", "flops", "loss")
 GROUP_KEYS = ("recipe", "arch", "n", "o", "batch_size", "lambda", "flops_convention")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sae_core import ActivationStore, SyntheticConfig, synthetic_store
+from sae_core.store import ActivationStore
+from sae_core.synthetic import SyntheticConfig, synthetic_store
 from sae_core.runtime import default_cache_dir
 
 

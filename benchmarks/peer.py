@@ -22,7 +22,9 @@ from typing import Any
 
 import torch
 
-from sae_core import RunConfig, TrainOptions, flops_per_token, train
+from sae_core.config import RunConfig
+from sae_core.flops import flops_per_token
+from sae_core.train import TrainOptions, train
 from sae_core.loader import BatchStream, eval_batches
 
 from benchmarks.data import bench_store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sae_core import flops_per_token
+from sae_core.flops import flops_per_token
 
 from benchmarks.trainer import measure_pack, steps_for
 

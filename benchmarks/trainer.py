@@ -6,7 +6,9 @@ from typing import Any
 
 import torch
 
-from sae_core import RunConfig, TrainOptions, flops_per_token, train_pack
+from sae_core.config import RunConfig
+from sae_core.flops import flops_per_token
+from sae_core.train import TrainOptions, train_pack
 
 from benchmarks.data import bench_store
 from benchmarks.peak import matmul_peak

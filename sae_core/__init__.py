@@ -1,18 +1,6 @@
 """sae_core: SAE recipes, training (single runs and stacked packs), metrics, FLOPs, activation stores.
 
-Pure PyTorch; knows nothing of Ray or sweeps.
+Pure PyTorch; knows nothing of Ray or sweeps. Import from the submodules (`sae_core.train`,
+`sae_core.store`, ...). This file imports nothing, so the torch-free basics that every layer
+shares (`sae_core.errors`, `sae_core.files`) load without torch, and `analysis` stays free of it.
 """
-
-from sae_core.config import ResolvedRun, RunConfig
-from sae_core.flops import FLOPS_CONVENTION, flops_per_token, run_flops
-from sae_core.jumprelu import jumprelu
-from sae_core.recipes import Recipe, get_recipe, recipe_names, register_recipe
-from sae_core.store import ActivationStore, StoreWriter
-from sae_core.synthetic import SyntheticConfig, synthetic_store
-from sae_core.train import RunResult, TrainingInterrupted, TrainOptions, train, train_pack
-
-__all__ = [
-    "ActivationStore", "FLOPS_CONVENTION", "Recipe", "ResolvedRun", "RunConfig", "RunResult", "StoreWriter",
-    "SyntheticConfig", "TrainOptions", "TrainingInterrupted", "flops_per_token", "get_recipe", "jumprelu",
-    "recipe_names", "register_recipe", "run_flops", "synthetic_store", "train", "train_pack",
-]

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sae_core.fused import relu_sae_loss
 from sae_core.jumprelu import jumprelu
 

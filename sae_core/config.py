@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sae_core.arch import ARCHS
 from sae_core.recipes import Recipe, get_recipe
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sae_core.arch import ARCHS
 from sae_core.config import ResolvedRun
 from sae_core.store import ActivationStore

@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sae_core.store import ActivationStore
 
 BLOCK_ROWS = 1 << 16

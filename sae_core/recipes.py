@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 # Hyperparameters every recipe has (values differ per recipe).
 COMMON_DEFAULTS: dict[str, Any] = {

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 if TYPE_CHECKING:
     import torch

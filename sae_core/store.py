@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from saescale.errors import UserError
-from saescale.files import atomic_write_bytes
+from sae_core.errors import UserError
+from sae_core.files import atomic_write_bytes
 
 FORMAT_VERSION = 1
 NORM_CONVENTION = "E||c x||_2 = sqrt(n)"

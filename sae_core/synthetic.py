@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sae_core.config import stable_hash
 from sae_core.store import ActivationStore, StoreWriter
 

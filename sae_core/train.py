@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 import saescale
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sae_core.arch import ARCHS, RUN_DIMS, StackedSAE
 from sae_core.checkpoint import checkpoint_path, load_pack_checkpoints, remove_checkpoints, save_checkpoint
 from sae_core.config import ResolvedRun, RunConfig

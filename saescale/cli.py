@@ -12,7 +12,7 @@ import typer
 from typer.exceptions import TyperException
 
 from saescale.commands import activations, analysis, sweep, train
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 app = typer.Typer(
     name="saescale",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sweeps.data import resolve_data
 from sweeps.plan import Pack, Plan, PlannedRun, build_plan
 from sweeps.progress import Progress

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sae_core.store import ActivationStore
 from sae_core.runtime import default_cache_dir
 from sae_core.synthetic import SyntheticConfig, synthetic_store

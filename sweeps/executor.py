@@ -17,7 +17,7 @@ from typing import Iterator
 
 import ray
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sae_core.config import ResolvedRun
 from sweeps.data import DataRef
 from sweeps.plan import Pack

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sae_core.config import ResolvedRun, RunConfig, stable_hash
 from sae_core.flops import flops_per_token, run_flops
 from sae_core.memory import max_pack_size

@@ -30,8 +30,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from saescale.errors import UserError
-from saescale.files import atomic_write_text
+from sae_core.errors import UserError
+from sae_core.files import atomic_write_text
 
 LOCK_NAME = ".lock"
 FINAL = ("ok", "diverged")  # statuses that are never re-run

@@ -16,7 +16,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError,
                       field_validator, model_validator)
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sae_core.config import stable_hash
 from sae_core.recipes import get_recipe
 

@@ -10,7 +10,7 @@ from benchmarks.loader import loader_throughput
 from benchmarks.peak import matmul_peak
 from benchmarks.stacking import stacking_speedup
 from benchmarks.trainer import measure_pack, trainer_efficiency
-from sae_core import flops_per_token
+from sae_core.flops import flops_per_token
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,7 @@ from sae_core.lm.models import LanguageModel, Site, check_model_name, load_model
 from sae_core.lm.text import TextSource, iter_documents, resolve_sources
 from sae_core.lm.windows import SKIPPED, WindowPlan, plan_windows
 from sae_core.store import ActivationStore, StoreWriter, default_eval_rows
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 EVAL_WINDOWS_FILE = "lm_eval_windows.npz"
 LOCK_FILE = ".lock"

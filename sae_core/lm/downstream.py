@@ -25,7 +25,7 @@ import torch
 from sae_core.lm.hooks import model_inputs, splice
 from sae_core.lm.models import LanguageModel, load_model
 from sae_core.store import ActivationStore
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 Reconstruct = Callable[[torch.Tensor], torch.Tensor]
 CE_COLUMNS = ("ce_clean", "ce_spliced", "ce_zero_abl", "ce_mean_abl", "ce_recovered_zero", "ce_recovered_mean")

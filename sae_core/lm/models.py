@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sae_core.lm.hub import hub_endpoint, hub_reachable
 from sae_core.runtime import default_cache_dir, resolve_device
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 if TYPE_CHECKING:
     import torch

@@ -17,7 +17,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from sae_core.lm.hub import hub_endpoint, hub_reachable
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".html", ".htm")
 HTML_SUFFIXES = (".html", ".htm")

@@ -22,7 +22,7 @@ import numpy as np
 
 from sae_core.lm.models import LanguageModel
 from sae_core.lm.text import Document
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 _BATCH_CHARS = 1 << 20
 SKIPPED = "special tokens (BOS/EOS/CLS/SEP/padding) and position 0 of every window"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 
 def parse_tokens(value: str) -> int:

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 WHERE_HELP = "Keep only runs with KEY=VALUE (any column, e.g. lambda=5; repeatable): selects groups of comparable runs."
 LR_METHOD_HELP = "Optimal LR per cell: 'parabola' in log LR (default) or 'band' (geometric centre of LRs within 0.25% of the best loss)."

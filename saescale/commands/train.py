@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
@@ -60,7 +60,9 @@ def train_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the config and metrics."),
 ) -> None:
     """Train one SAE by a published recipe and print its held-out metrics."""
-    from sae_core import RunConfig, SyntheticConfig, TrainingInterrupted, TrainOptions, synthetic_store, train
+    from sae_core.config import RunConfig
+    from sae_core.synthetic import SyntheticConfig, synthetic_store
+    from sae_core.train import TrainingInterrupted, TrainOptions, train
     from sae_core.store import ActivationStore
     from sae_core.runtime import default_cache_dir
 

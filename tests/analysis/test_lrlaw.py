@@ -7,7 +7,7 @@ import pytest
 from analysis.lrlaw import fit_lr_laws
 from analysis.synthetic import LRModel, synthetic_table
 from analysis.table import lr_points, usable_runs
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 X_SETS = {"vs_compute": ["C"], "vs_m_steps": ["m", "steps"]}
 

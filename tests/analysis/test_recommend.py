@@ -7,7 +7,7 @@ import pytest
 from analysis.fitfile import fit_results
 from analysis.recommend import recommend, recommend_results
 from analysis.synthetic import DEFAULT_SURFACE, LRModel, flops_per_m_step, synthetic_table, write_results_dir
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 KEYS = ("flops", "features", "steps", "tokens", "batch_size", "lr", "lambda", "predicted_loss")
 K = flops_per_m_step(64, 64, 4096)

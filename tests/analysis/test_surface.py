@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from analysis.surface import SurfaceParams, allocate, fit_surface, huber_objective, start_grid
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 M, S = (g.ravel() for g in np.meshgrid(2.0 ** np.arange(7, 15), 2.0 ** np.arange(8, 16)))
 NAMES = ("E", "A", "B", "alpha", "beta")

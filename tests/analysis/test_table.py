@@ -9,7 +9,7 @@ import pytest
 
 from analysis.synthetic import synthetic_table, write_results_dir
 from analysis.table import cells, load_results, parse_where, read_table, select_runs, split_groups, usable_runs
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 
 def small_table(**kwargs) -> pd.DataFrame:

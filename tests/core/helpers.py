@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sae_core import StoreWriter
+from sae_core.store import StoreWriter
 
 
 def write_store(path, x: np.ndarray, y: np.ndarray | None = None, *, shard_rows: int = 4096, eval_rows: int | None = None):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sae_core import jumprelu
+from sae_core.jumprelu import jumprelu
 
 EPS = 2.0
 T = 0.1  # log threshold; threshold = exp(0.1) ~ 1.105

@@ -2,8 +2,10 @@
 
 import pytest
 
-from saescale.errors import UserError
-from sae_core import RunConfig, SyntheticConfig, TrainOptions, synthetic_store, train
+from sae_core.errors import UserError
+from sae_core.config import RunConfig
+from sae_core.synthetic import SyntheticConfig, synthetic_store
+from sae_core.train import TrainOptions, train
 
 CFG = SyntheticConfig(n=32, m_true=64, tokens=100_000, mean_active=3.0, zipf_exponent=0.5)
 

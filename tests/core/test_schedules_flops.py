@@ -2,7 +2,7 @@
 
 import pytest
 
-from sae_core import FLOPS_CONVENTION, flops_per_token, run_flops
+from sae_core.flops import FLOPS_CONVENTION, flops_per_token, run_flops
 from sae_core.schedules import lambda_factor, lr_factor
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from saescale.errors import UserError
-from sae_core import ActivationStore, StoreWriter, SyntheticConfig, synthetic_store
+from sae_core.errors import UserError
+from sae_core.store import ActivationStore, StoreWriter
+from sae_core.synthetic import SyntheticConfig, synthetic_store
 from sae_core.loader import BLOCK_ROWS, BatchStream, data_sample, eval_batches
 
 from .helpers import write_store

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from saescale.errors import UserError
-from sae_core import RunConfig, SyntheticConfig, TrainingInterrupted, TrainOptions, synthetic_store, train, train_pack
+from sae_core.errors import UserError
+from sae_core.config import RunConfig
+from sae_core.synthetic import SyntheticConfig, synthetic_store
+from sae_core.train import TrainingInterrupted, TrainOptions, train, train_pack
 from sae_core.arch import ARCHS
 from sae_core.export import fold_weights, load_sae, export_sae
 

@@ -11,7 +11,7 @@ from sae_core.lm.cache import EVAL_WINDOWS_FILE, cache_activations
 from sae_core.lm.text import iter_documents, resolve_sources
 from sae_core.lm.windows import plan_windows
 from sae_core.store import ActivationStore
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 
 def test_store_shape_and_metadata(minilm_store, corpus):

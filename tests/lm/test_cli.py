@@ -6,7 +6,7 @@ import pytest
 
 from saescale.cli import main
 from saescale.commands.activations import parse_tokens
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:

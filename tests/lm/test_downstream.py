@@ -14,7 +14,7 @@ from sae_core.lm.downstream import (CE_COLUMNS, EMBEDDING_COLUMNS, RESULT_COLUMN
                                      downstream_metrics, train_mean)
 from sae_core.lm.hooks import splice
 from sae_core.store import StoreWriter
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 
 def identity(x):

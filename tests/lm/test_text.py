@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from sae_core.lm.text import html_to_text, iter_documents, resolve_sources
-from saescale.errors import UserError
+from sae_core.errors import UserError
 
 
 def test_folder_is_expanded_in_sorted_order_with_text_suffixes_only(tmp_path):

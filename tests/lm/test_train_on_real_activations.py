@@ -31,7 +31,8 @@ def test_saescale_train_on_a_real_minilm_store(minilm, minilm_store, tmp_path, c
 
 def test_downstream_columns_at_the_end_of_training(minilm_store):
     """TrainOptions.downstream_windows scores every run of a pack; a diverged run gets NaN and a reason."""
-    from sae_core import RunConfig, TrainOptions, train_pack
+    from sae_core.config import RunConfig
+    from sae_core.train import TrainOptions, train_pack
 
     runs = [RunConfig("anthropic-2024-04", m=128, steps=20, batch_size=256, lr=1e-3),
             RunConfig("anthropic-2024-04", m=128, steps=20, batch_size=256, lr=1e25)]
@@ -43,7 +44,9 @@ def test_downstream_columns_at_the_end_of_training(minilm_store):
 
 
 def test_downstream_on_synthetic_data_is_skipped_with_a_reason(tmp_path):
-    from sae_core import RunConfig, SyntheticConfig, TrainOptions, synthetic_store, train
+    from sae_core.config import RunConfig
+    from sae_core.synthetic import SyntheticConfig, synthetic_store
+    from sae_core.train import TrainOptions, train
 
     store = synthetic_store(SyntheticConfig(n=8, m_true=16, tokens=4096), tmp_path)
     r = train(RunConfig("anthropic-2024-04", m=16, steps=3, batch_size=64), store, TrainOptions(downstream_windows=4))

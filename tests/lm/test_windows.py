@@ -7,7 +7,7 @@ import pytest
 
 from sae_core.lm.text import Document
 from sae_core.lm.windows import plan_windows
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from .conftest import PARAGRAPHS
 
 DOCS = [Document(f"doc{i}", p) for i, p in enumerate(PARAGRAPHS)]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sweeps import run_sweep, sweep_status
 from sweeps.data import resolve_data
 from sweeps.spec import load_spec

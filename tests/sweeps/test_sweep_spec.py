@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from saescale.cli import main
-from saescale.errors import UserError
+from sae_core.errors import UserError
 from sweeps import load_spec, run_sweep
 from sweeps.spec import SweepSpec
 
