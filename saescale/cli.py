@@ -11,7 +11,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from saescale.commands import activations, analysis, sweep, train
+from saescale.commands import activations, analysis, compare, sweep, train
 from sae_core.errors import UserError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app = typer.Typer(
 train.register(app)
 sweep.register(app)
 analysis.register(app)
+compare.register(app)
 activations.register(app)
 
 
