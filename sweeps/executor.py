@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import ray
 
@@ -26,6 +26,8 @@ from sweeps.data import DataRef
 from sweeps.plan import Pack
 from sweeps.results import utc_now
 from sweeps.spec import Resources
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -210,15 +212,15 @@ class PackExecutor:
         """Packs finished within `timeout` seconds (possibly none)."""
         if not self._in_flight:
             return []
-        done, rest = ray.wait(list(self._in_flight), num_returns=1, timeout=timeout)
+        done, rest = _signal_safe(ray.wait, list(self._in_flight), num_returns=1, timeout=timeout)
         if done and rest:
-            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            more, _ = _signal_safe(ray.wait, rest, num_returns=len(rest), timeout=0)
             done += more
         out = []
         for ref in done:
             pack, submitted = self._in_flight.pop(ref)
             try:
-                result = ray.get(ref)
+                result = _signal_safe(ray.get, ref)
             except ray.exceptions.RayError as exc:
                 out.append(Finished(pack, None, _one_line(exc), submitted, utc_now(), str(exc)))
                 continue
@@ -227,6 +229,22 @@ class PackExecutor:
             else:
                 out.append(Finished(pack, result, "", submitted, utc_now()))
         return out
+
+
+def _signal_safe(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a Ray API; an exception a signal handler raised inside it comes out as itself.
+
+    A Python signal handler that raises (the CLI's SIGTERM/SIGINT policy) while Ray's Cython
+    code waits surfaces as "SystemError: ... returned a result with an exception set", with the
+    handler's exception as its cause; re-raise that cause (an interrupt, never an Exception).
+    """
+    try:
+        return fn(*args, **kwargs)
+    except SystemError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, BaseException) and not isinstance(cause, Exception):
+            raise cause from None
+        raise
 
 
 def _one_line(exc: BaseException) -> str:
