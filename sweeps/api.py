@@ -3,9 +3,9 @@
 run_sweep: validate the spec, run the preflight (sweeps.preflight), resolve and verify the data,
 build the plan (all before anything is written or started), claim the results directory, then
 train the pending packs on Ray and write each pack's rows as it finishes. However it ends (done,
-interrupted, a storage error), the manifest records the invocation and no temp file is left. Re-running the same spec resumes: ok and diverged runs are
-skipped, failed ones are retried while their attempt count is <= `retries`. When nothing is
-pending Ray is not even started. The CLI, `cluster/run_sweep.py` and the tests all call these.
+interrupted, a storage error), the manifest records the invocation and no temp file is left.
+Re-running the same spec resumes: ok and diverged runs are skipped, failed ones are retried
+while their attempt count is <= `retries`. When nothing is pending Ray is not even started. The CLI, `cluster/run_sweep.py` and the tests all call these.
 """
 
 from __future__ import annotations
