@@ -199,3 +199,22 @@ def test_store_with_nan_rows_is_refused_before_ray(tmp_path: Path, tiny_spec, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and f"the {split} split, first at row {row}" in err[0], err
     assert not results.exists()
+
+
+def test_compaction_reads_only_changed_run_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recording a pack and compacting cost O(pack), not O(all runs): results.parquet indexes its files."""
+    import sweeps.results
+
+    results = ResultsDir(tmp_path / "r")
+    results.write_rows([_row(f"r{i:03d}") for i in range(200)])
+    assert len(results.compact()) == 200
+    reads: list[Path] = []
+    real = sweeps.results.read_run_file
+    monkeypatch.setattr(sweeps.results, "read_run_file", lambda f: (reads.append(f), real(f))[1])
+
+    again = ResultsDir(tmp_path / "r")   # a new driver: the index comes from results.parquet
+    again.write_rows([{**_row("r007"), "status": "failed"}, _row("new")])
+    df = again.compact()
+    assert sorted(f.stem for f in reads) == ["new", "r007"]
+    assert len(df) == 201 and df.set_index("run_id").loc["r007", "status"] == "failed"
+    assert len(pq.read_table(tmp_path / "r" / "results.parquet")) == 201
