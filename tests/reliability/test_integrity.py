@@ -70,7 +70,7 @@ def test_corrupt_run_file_then_status_and_rerun(finished, capsys) -> None:
     spec, results = finished
     victim = sorted((results / "runs").glob("*.parquet"))[1]
     victim.write_bytes(victim.read_bytes()[:100])   # torn, as by a power loss before the fsync
-    assert cli("sweep", "status", str(results))[0] == 0
+    assert cli("sweep", "status", str(results)) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("warning: ") and victim.name in err[0] and "corrupt" in err[0]
     assert len(table(results)) == 3
@@ -85,7 +85,7 @@ def test_torn_results_parquet_is_rebuilt(finished, capsys) -> None:
     before = table(results).sort_values("run_id").reset_index(drop=True)
     compact = results / "results.parquet"
     compact.write_bytes(compact.read_bytes()[: compact.stat().st_size // 3])
-    assert cli("sweep", "status", str(results))[0] == 0
+    assert cli("sweep", "status", str(results)) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "results.parquet is unreadable" in err[0] and "rebuilding" in err[0]
     after = assert_each_run_once(results, 4).sort_values("run_id").reset_index(drop=True)
@@ -108,7 +108,7 @@ def test_disk_full_is_one_line_then_rerun_completes(finished, capsys, monkeypatc
         real_replace(src, dst)
 
     monkeypatch.setattr(sae_core.files.os, "replace", full)
-    code = cli("sweep", "run", str(spec), "--results", str(results), "--no-progress")[0]
+    code = cli("sweep", "run", str(spec), "--results", str(results), "--no-progress")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 74 and err[-1].startswith("error: cannot write ") and "runs/" in err[-1]
     assert err[-1].endswith("No space left on device") and not any("Traceback" in line for line in err)
@@ -135,7 +135,7 @@ def test_second_driver_is_refused(finished, capsys) -> None:
     spec, results = finished
     manifest = (results / "manifest.json").read_bytes()
     with ResultsDir(results).lock():
-        code = cli("sweep", "run", str(spec), "--results", str(results))[0]
+        code = cli("sweep", "run", str(spec), "--results", str(results))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "in use by another sweep driver (pid" in err[0]
     assert (results / "manifest.json").read_bytes() == manifest
@@ -170,7 +170,7 @@ def test_failed_runs_exit_3_with_their_count(tmp_path: Path, tiny_spec, local_ra
         activations={"source": "store", "path": str(store)}, design={"kind": "grid", "features": [32], "steps": [20]},
         retries=2))
     results = tmp_path / "r"
-    code = cli("sweep", "run", str(spec), "--results", str(results), "--no-progress")[0]
+    code = cli("sweep", "run", str(spec), "--results", str(results), "--no-progress")
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert code == 3 and err[-1].startswith("error: 2 of 2 runs failed"), err
@@ -195,7 +195,7 @@ def test_store_with_nan_rows_is_refused_before_ray(tmp_path: Path, tiny_spec, ca
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray was started"))
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec(activations={"source": "store", "path": str(store)}))
     results = tmp_path / "r"
-    code = cli("sweep", "run", str(spec), "--results", str(results))[0]
+    code = cli("sweep", "run", str(spec), "--results", str(results))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and f"the {split} split, first at row {row}" in err[0], err
     assert not results.exists()

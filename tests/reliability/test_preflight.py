@@ -94,7 +94,7 @@ def test_malformed_spec_refused_before_anything(tmp_path: Path, capsys, no_ray, 
     spec.write_text(text)
     results = tmp_path / "results"
     before = set(os.listdir(cache_dir))
-    code, _, _ = cli("sweep", "run", str(spec), "--results", str(results), "--no-progress")
+    code = cli("sweep", "run", str(spec), "--results", str(results), "--no-progress")
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
@@ -113,7 +113,7 @@ def test_results_on_a_file_is_refused(tmp_path: Path, capsys, no_ray, where: str
     blocker = tmp_path / "blocker"
     blocker.write_text("not a directory")
     results = blocker if where == "file" else blocker / "sub" / "results"
-    code, _, _ = cli("sweep", "run", str(spec), "--results", str(results))
+    code = cli("sweep", "run", str(spec), "--results", str(results))
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --results ") and "is a file" in lines[0]
     assert blocker.read_text() == "not a directory"
@@ -128,7 +128,7 @@ def test_read_only_results_location_is_a_storage_error(tmp_path: Path, capsys, n
     real_access = os.access
     monkeypatch.setattr(sweeps.preflight.os, "access",  # tmp_path as on a read-only mount
                         lambda path, mode, **kw: False if Path(path) == tmp_path else real_access(path, mode, **kw))
-    code, _, _ = cli("sweep", "run", str(spec), "--results", str(tmp_path / "ro" / "results"))
+    code = cli("sweep", "run", str(spec), "--results", str(tmp_path / "ro" / "results"))
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 74, lines and len(lines) == 1 and "not writable" in lines[0] and str(tmp_path) in lines[0]
     assert not (tmp_path / "ro").exists()
