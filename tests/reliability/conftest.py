@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from sae_core.files import is_temp_name
-from tests.sweeps.conftest import TINY_SPEC, _ray_session, local_ray, ray_tmp, tiny_spec  # noqa: F401 (fixtures)
+from tests.sweeps.conftest import _ray_session, local_ray, ray_tmp, tiny_spec  # noqa: F401 (fixtures)
 
 
 def write_spec(path: Path, spec: dict[str, Any]) -> Path:
