@@ -20,7 +20,7 @@ from tests.reliability.conftest import assert_each_run_once, spawn, temp_files, 
 def test_signal_ends_cleanly_and_rerun_resumes(tmp_path: Path, tiny_spec, ray_tmp: str, local_ray,
                                                signum: int, code: int) -> None:
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec(
-        name="sig", design={"kind": "grid", "features": [64], "steps": [800, 810]}, lr=[1e-3],
+        name="sig", design={"kind": "grid", "features": [64], "steps": [2000, 2010]}, lr=[1e-3],
         packing={"max_runs": 1}, checkpoint_every=20))
     results = tmp_path / "results"
     driver = spawn(["sweep", "run", str(spec), "--results", str(results), "--no-progress"], ray_tmp, f"sig{signum}")
@@ -28,7 +28,7 @@ def test_signal_ends_cleanly_and_rerun_resumes(tmp_path: Path, tiny_spec, ray_tm
     while not list((results / "checkpoints").glob("*.pt")) if (results / "checkpoints").is_dir() else True:
         assert driver.poll() is None, driver.communicate()
         assert time.monotonic() < deadline, "no pack started in time"
-        time.sleep(0.05)
+        time.sleep(0.01)
     driver.send_signal(signum)
     out, err = driver.communicate(timeout=60)
 
