@@ -195,6 +195,23 @@ class ActivationStore:
         y = (np.concatenate(ys).astype(np.float32) if ys else np.zeros((0, self.o), np.float32)) if self.meta.has_targets else None
         return x, y
 
+    def verify(self, chunk_rows: int = 65536) -> None:
+        """Refuse a store with non-finite values (NaN or inf), in the train or the eval split.
+
+        A sweep calls this before any task starts: such rows make every run fail (or diverge)
+        after training, so they must be one UserError naming the store, split and first row.
+        """
+        for split, (lo, hi) in (("train", self.train_range), ("eval", self.eval_range)):
+            for start in range(lo, hi, chunk_rows):
+                for name, a in zip(("x", "y"), self.read(start, min(hi, start + chunk_rows))):
+                    if a is None:
+                        continue
+                    bad = ~np.isfinite(a).all(axis=1)
+                    if bad.any():
+                        raise UserError(f"activation store {self.path}: non-finite values (NaN or inf) in {name} of "
+                                        f"the {split} split, first at row {start + int(np.argmax(bad))}; "
+                                        "regenerate or clean the store")
+
     def describe(self) -> dict[str, Any]:
         """The identity fields every result row records about its data."""
         return {

@@ -1,10 +1,11 @@
 """The sweep as library calls: `run_sweep` (run or resume) and `sweep_status`.
 
-run_sweep: validate the spec, resolve the data, build the plan (all before anything is written
-or started), claim the results directory, then train the pending packs on Ray and write each
-run's row as its pack finishes. Re-running the same spec resumes: ok and diverged runs are
-skipped, failed ones are retried while their attempt count is <= `retries`. When nothing is
-pending Ray is not even started. The CLI, `cluster/run_sweep.py` and the tests all call these.
+run_sweep: validate the spec, run the preflight (sweeps.preflight), resolve and verify the data,
+build the plan (all before anything is written or started), claim the results directory, then
+train the pending packs on Ray and write each pack's rows as it finishes. However it ends (done,
+interrupted, a storage error), the manifest records the invocation and no temp file is left.
+Re-running the same spec resumes: ok and diverged runs are skipped, failed ones are retried
+while their attempt count is <= `retries`. When nothing is pending Ray is not even started. The CLI, `cluster/run_sweep.py` and the tests all call these.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
-from sae_core.errors import UserError
+from sae_core.errors import StorageError, UserError
 from sweeps.data import resolve_data
 from sweeps.plan import Pack, Plan, PlannedRun, build_plan
+from sweeps.preflight import check_plan, check_spec
 from sweeps.progress import Progress
 from sweeps.results import FINAL, ResultsDir, RunRecord, pending_attempt, utc_now
 from sweeps.rows import RowContext, failed_row, git_sha, trained_row
@@ -77,16 +79,21 @@ def run_sweep(spec: str | os.PathLike[str] | dict[str, Any] | SweepSpec,
     parsed = load_spec(spec)
     text = Path(spec).read_text() if isinstance(spec, (str, os.PathLike)) else yaml.safe_dump(
         parsed.model_dump(mode="json", by_alias=True), sort_keys=False)
-    results = ResultsDir(results_dir if results_dir is not None else Path("results") / parsed.name)
+    results = ResultsDir(results_dir if results_dir is not None else Path("results") / parsed.name, warn=log)
+    check_spec(parsed, results.path, address)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     store, data = resolve_data(parsed)
+    if data.kind != "synthetic":   # generated data is finite by construction
+        store.verify()
     timings["data_s"] = time.perf_counter() - t
     plan = build_plan(parsed, store, data)
+    check_plan(plan, address)
     for message in plan.dropped:
         log(f"warning: {message}")
 
     with results.lock():
+        results.remove_temp_files()
         replaced = results.claim(parsed.spec_hash(), parsed.name, force)
         if replaced is not None:
             adopted = results.adopt(replaced, {r.run_id: {"sweep": parsed.name, "budget": float(r.budget),
@@ -98,7 +105,13 @@ def run_sweep(spec: str | os.PathLike[str] | dict[str, Any] | SweepSpec,
         results.write_manifest(manifest)
 
         sweep = _Sweep(plan, results, progress, log)
-        timings.update(sweep.run(address))
+        try:
+            timings.update(sweep.run(address))
+        except BaseException as exc:   # interrupted, storage error, bug: record the invocation, then re-raise
+            _record_abort(results, manifest, sweep, exc, time.perf_counter() - t0)
+            raise
+        finally:
+            results.remove_temp_files()   # Ray is down: nothing of this sweep writes any more
         t = time.perf_counter()
         table = results.compact()
         timings["compact_s"] = time.perf_counter() - t
@@ -114,6 +127,19 @@ def run_sweep(spec: str | os.PathLike[str] | dict[str, Any] | SweepSpec,
         manifest["last_invocation"] = {**asdict(summary), "finished": manifest["updated"]}
         results.write_manifest(manifest)
     return summary
+
+
+def _record_abort(results: ResultsDir, manifest: dict[str, Any], sweep: _Sweep, exc: BaseException,
+                  wall_s: float) -> None:
+    """Write the manifest's last invocation of a sweep that ended early (best effort on a failing disk)."""
+    manifest["updated"] = utc_now()
+    manifest["last_invocation"] = {"finished": manifest["updated"], "wall_s": wall_s, "trained": sweep.trained,
+                                   "skipped": sweep.skipped, "ended": type(exc).__name__, "reason": str(exc)}
+    try:
+        results.write_manifest(manifest)
+    except StorageError:
+        if not isinstance(exc, StorageError):   # the original error is the one to report
+            raise
 
 
 class _Sweep:
@@ -204,12 +230,13 @@ class _Sweep:
         """Write the rows of a finished pack (tell Optuna after the row is on disk)."""
         t = time.perf_counter()
         if finished.rows is None:
-            bar.message(f"pack {finished.pack.pack_id} failed after retries: {finished.detail}")
+            bar.message(f"pack {finished.pack.pack_id} failed: {finished.error}" if finished.error.startswith("UserError")
+                        else f"pack {finished.pack.pack_id} failed after retries: {finished.detail}")
         rows = {r["run_id"]: r for r in finished.rows or []}
+        written = [self._row(planned, finished, rows.get(planned.run_id)) for planned in finished.pack.runs]
+        self.results.write_rows(written)
         failed, flops = 0, 0.0
-        for planned in finished.pack.runs:
-            row = self._row(planned, finished, rows.get(planned.run_id))
-            self.results.write_row(row)
+        for planned, row in zip(finished.pack.runs, written):
             self.records[planned.run_id] = RunRecord(row["status"], row["attempt"], planned.cell_id,
                                                      float(row["flops"]), row["optuna_trial"],
                                                      float(row.get("loss", math.nan)))

@@ -44,11 +44,16 @@ class DataRef:
         return store
 
 
+def synthetic_config(src: SyntheticSource) -> SyntheticConfig:
+    """The generator config of a `source: synthetic` spec (its store lives at cache/synthetic-<key>)."""
+    return SyntheticConfig(n=src.n, m_true=src.true_features, tokens=src.tokens, seed=src.seed,
+                           zipf_exponent=src.zipf_exponent, mean_active=src.mean_active,
+                           magnitude_low=src.magnitude_low, magnitude_high=src.magnitude_high,
+                           groups=src.groups, group_coupling=src.group_coupling, noise_std=src.noise_std)
+
+
 def _synthetic(src: SyntheticSource, spec: SweepSpec) -> tuple[ActivationStore, DataRef]:
-    cfg = SyntheticConfig(n=src.n, m_true=src.true_features, tokens=src.tokens, seed=src.seed,
-                          zipf_exponent=src.zipf_exponent, mean_active=src.mean_active,
-                          magnitude_low=src.magnitude_low, magnitude_high=src.magnitude_high,
-                          groups=src.groups, group_coupling=src.group_coupling, noise_std=src.noise_std)
+    cfg = synthetic_config(src)
     try:
         cfg.validate()
     except UserError as exc:

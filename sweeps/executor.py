@@ -2,7 +2,8 @@
 
 One `@ray.remote` function trains a pack. Its resources are the spec's `resources` (per pack);
 `max_retries` covers node and worker loss and `retry_exceptions=True` retries Python errors, both
-up to `retries`. In the task: `torch.set_num_threads(int(cpus))` (Ray reuses workers and torch
+up to `retries`. A `UserError` (deterministic bad input) is never retried: the task returns it as
+a `TaskUserError` value and the pack's runs are marked failed with its one-line message. In the task: `torch.set_num_threads(int(cpus))` (Ray reuses workers and torch
 fixes its thread count at import), device "cuda" only when Ray assigned GPUs, checkpoints under
 the results directory so a retried pack resumes where it stopped (when that storage is shared).
 """
@@ -12,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import ray
 
@@ -23,6 +26,8 @@ from sweeps.data import DataRef
 from sweeps.plan import Pack
 from sweeps.results import utc_now
 from sweeps.spec import Resources
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,10 +45,25 @@ class PackTask:
     downstream_windows: int = 0
 
 
+@dataclass(frozen=True)
+class TaskUserError:
+    """A task's UserError, returned as a value so Ray neither retries it nor prints a traceback."""
+
+    message: str
+
+
 _STORES: dict[tuple[str, str], object] = {}  # per worker process: opened stores, reused across packs
 
 
-def train_pack_task(task: PackTask) -> list[dict]:
+def train_pack_task(task: PackTask) -> list[dict] | TaskUserError:
+    """Train one pack in a Ray worker; each run's row, or the UserError that made training impossible."""
+    try:
+        return _train_pack(task)
+    except UserError as exc:
+        return TaskUserError(str(exc))
+
+
+def _train_pack(task: PackTask) -> list[dict]:
     """Train one pack in a Ray worker; return each run's row (RunResult.row() + timestamps)."""
     import torch
 
@@ -79,26 +99,62 @@ def ray_session(address: str | None) -> Iterator[str]:
     """Connect to Ray for the sweep (and disconnect after) unless the caller already did.
 
     address None: RAY_ADDRESS if set, else an embedded local instance ("local", dashboard off,
-    token auth off unless RAY_AUTH_MODE says otherwise). "auto" or host:port: an existing cluster.
-    Yields the address used ("existing" when Ray was already initialised by the caller).
+    every Ray process listening on 127.0.0.1 only, so token auth is off unless RAY_AUTH_MODE says
+    otherwise). "auto" or host:port: an existing cluster. The caller's SIGTERM/SIGINT handlers
+    survive ray.init (which installs its own). Yields the address used ("existing" when Ray was
+    already initialised by the caller).
     """
     if ray.is_initialized():
         yield "existing"
         return
     target = address or os.environ.get("RAY_ADDRESS") or "local"
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         if target == "local":
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+            with _loopback_only():
+                ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
         else:
             ray.init(address=target, logging_level=logging.WARNING)
     except ConnectionError as exc:
         raise UserError(f"--address {target}: cannot connect to a Ray cluster ({exc}); omit --address "
                         "(and unset RAY_ADDRESS) for an embedded local Ray") from None
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
     try:
         yield target
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Make an embedded Ray node use 127.0.0.1 as its IP, so GCS, raylet, object manager and workers
+    bind to loopback instead of every interface.
+
+    Ray picks the node IP from the network unless `ENABLE_RAY_CLUSTER` is off (its Windows/macOS
+    default, env RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER); then it uses 127.0.0.1 and its gRPC servers
+    listen on loopback only. The env var reaches the processes ray.init spawns; the constant was
+    read at import, so it is set for the call and restored after (a later cluster connect in this
+    process must still find the real IP).
+    """
+    from ray._private import ray_constants
+
+    saved_env = os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved_env
 
 
 def check_resources(resources: Resources, embedded: bool) -> str | None:
@@ -156,18 +212,39 @@ class PackExecutor:
         """Packs finished within `timeout` seconds (possibly none)."""
         if not self._in_flight:
             return []
-        done, rest = ray.wait(list(self._in_flight), num_returns=1, timeout=timeout)
+        done, rest = _signal_safe(ray.wait, list(self._in_flight), num_returns=1, timeout=timeout)
         if done and rest:
-            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            more, _ = _signal_safe(ray.wait, rest, num_returns=len(rest), timeout=0)
             done += more
         out = []
         for ref in done:
             pack, submitted = self._in_flight.pop(ref)
             try:
-                out.append(Finished(pack, ray.get(ref), "", submitted, utc_now()))
+                result = _signal_safe(ray.get, ref)
             except ray.exceptions.RayError as exc:
                 out.append(Finished(pack, None, _one_line(exc), submitted, utc_now(), str(exc)))
+                continue
+            if isinstance(result, TaskUserError):
+                out.append(Finished(pack, None, f"UserError: {result.message}", submitted, utc_now(), result.message))
+            else:
+                out.append(Finished(pack, result, "", submitted, utc_now()))
         return out
+
+
+def _signal_safe(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a Ray API; an exception a signal handler raised inside it comes out as itself.
+
+    A Python signal handler that raises (the CLI's SIGTERM/SIGINT policy) while Ray's Cython
+    code waits surfaces as "SystemError: ... returned a result with an exception set", with the
+    handler's exception as its cause; re-raise that cause (an interrupt, never an Exception).
+    """
+    try:
+        return fn(*args, **kwargs)
+    except SystemError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, BaseException) and not isinstance(cause, Exception):
+            raise cause from None
+        raise
 
 
 def _one_line(exc: BaseException) -> str:

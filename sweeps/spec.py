@@ -3,10 +3,16 @@
 `load_spec` turns a path, YAML text or dict into a `SweepSpec`; every problem becomes one
 `UserError` line naming the field by its dotted path (`design.budgets.0: ...`). Nothing runs
 before the spec, the recipe hyperparameters and the data source have been validated.
+
+Types are strict: counts are integers (a bool is refused; an integral float or a numeric string
+such as YAML's `1e6` is accepted), every number is finite (`.inf`, `.nan`, `1e400` are refused,
+in `hparams` too), and a YAML mapping with a repeated key is refused instead of the last one
+silently winning.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -20,10 +26,46 @@ from sae_core.errors import UserError
 from sae_core.config import stable_hash
 from sae_core.recipes import get_recipe
 
-_STRICT = ConfigDict(extra="forbid", populate_by_name=True)
+_STRICT = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
+MAX_INT = 2**62   # larger counts overflow int64 in numpy/torch
+
+
+def _count(v: Any) -> Any:
+    """A strict integer: an int, an integral float or numeric string (YAML reads 1e6 as a string); never a bool."""
+    if isinstance(v, bool):
+        raise ValueError(f"must be an integer, got {v!r}")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, (str, float)):
+        try:
+            f = float(v)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {v!r}") from None
+        if not math.isfinite(f) or not f.is_integer():
+            raise ValueError(f"must be a finite integer, got {v!r}")
+        return int(f)
+    raise ValueError(f"must be an integer, got {type(v).__name__}")
+
+
+def _real(v: Any) -> Any:
+    """A strict finite number: an int, a float or a numeric string (YAML reads 1e-3 as a string); never a bool."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ValueError(f"must be a number, got {v!r}")
+    try:
+        f = float(v)
+    except (ValueError, OverflowError):
+        raise ValueError(f"must be a number, got {v!r}") from None
+    if not math.isfinite(f):
+        raise ValueError(f"must be a finite number, got {v!r}")
+    return f
+
+
+PositiveInt = Annotated[int, BeforeValidator(_count), Field(gt=0, le=MAX_INT)]
+NonNegInt = Annotated[int, BeforeValidator(_count), Field(ge=0, le=MAX_INT)]
+Real = Annotated[float, BeforeValidator(_real)]
+PositiveFloat = Annotated[float, BeforeValidator(_real), Field(gt=0)]
+NonNegFloat = Annotated[float, BeforeValidator(_real), Field(ge=0)]
 
 
 def _unique(values: list[Any]) -> list[Any]:
@@ -44,15 +86,15 @@ class SyntheticSource(BaseModel):
     source: Literal["synthetic"]
     n: PositiveInt = 64
     true_features: PositiveInt = 512
-    tokens: Annotated[int, Field(ge=2048)] = 1_000_000
-    seed: Annotated[int, Field(ge=0)] = 0
-    zipf_exponent: float = 1.0
+    tokens: Annotated[int, BeforeValidator(_count), Field(ge=2048, le=MAX_INT)] = 1_000_000
+    seed: NonNegInt = 0
+    zipf_exponent: Real = 1.0
     mean_active: PositiveFloat = 5.0
-    magnitude_low: Annotated[float, Field(ge=0)] = 0.5
+    magnitude_low: NonNegFloat = 0.5
     magnitude_high: PositiveFloat = 1.5
-    groups: Annotated[int, Field(ge=0)] = 0
-    group_coupling: Annotated[float, Field(ge=0, le=1)] = 0.0
-    noise_std: Annotated[float, Field(ge=0)] = 0.0
+    groups: NonNegInt = 0
+    group_coupling: Annotated[float, BeforeValidator(_real), Field(ge=0, le=1)] = 0.0
+    noise_std: NonNegFloat = 0.0
     cache_dir: str | None = None
 
 
@@ -63,17 +105,6 @@ class StoreSource(BaseModel):
     source: Literal["store"]
     path: str
     n: PositiveInt | None = None
-
-
-def _integral(v: Any) -> Any:
-    """Accept 2e5 / "2e5" / 200000.0 for integer counts (YAML reads 1e6 as a string)."""
-    if isinstance(v, (str, float)) and not isinstance(v, bool):
-        try:
-            f = float(v)
-        except ValueError:
-            return v
-        return int(f) if f.is_integer() else v
-    return v
 
 
 class LMSource(BaseModel):
@@ -89,7 +120,7 @@ class LMSource(BaseModel):
     layer: PositiveInt
     site: Literal["resid", "mlp"] = "resid"
     text: Annotated[list[str], Field(min_length=1)]
-    tokens: Annotated[int, Field(ge=2), BeforeValidator(_integral)]
+    tokens: Annotated[int, BeforeValidator(_count), Field(ge=2, le=MAX_INT)]
     seq_len: PositiveInt = 128
     dtype: Literal["float32", "float16"] = "float32"
     batch_size: PositiveInt = 32     # caching batch (texts per forward pass), not the SAE's
@@ -131,7 +162,7 @@ class OptunaLR(BaseModel):
     high: PositiveFloat
     trials: PositiveInt
     parallel: PositiveInt | None = None
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: NonNegInt = 0
     max_failed: PositiveInt | None = None
 
     @model_validator(mode="after")
@@ -154,7 +185,7 @@ class Resources(BaseModel):
 
     model_config = _STRICT
     cpus: PositiveFloat = 1.0
-    gpus: Annotated[float, Field(ge=0)] = 0.0
+    gpus: NonNegFloat = 0.0
     custom: dict[str, PositiveFloat] = {}
 
     @field_validator("gpus")
@@ -183,16 +214,16 @@ class SweepSpec(BaseModel):
     batch_size: PositiveInt | None = None
     design: Design
     lr: LRAxis | None = None
-    lam: Axis[Annotated[float, Field(ge=0)]] | None = Field(None, alias="lambda")
-    seeds: Axis[Annotated[int, Field(ge=0)]] = [0]
-    data_seed: Annotated[int, Field(ge=0)] = 0
+    lam: Axis[NonNegFloat] | None = Field(None, alias="lambda")
+    seeds: Axis[NonNegInt] = [0]
+    data_seed: NonNegInt = 0
     hparams: dict[str, Any] = {}
     eval_max_rows: PositiveInt | None = None
-    downstream_windows: Annotated[int, Field(ge=0)] = 0   # lm data: CE / embedding recovered on N held-out windows
+    downstream_windows: NonNegInt = 0   # lm data: CE / embedding recovered on N held-out windows
     resources: Resources = Resources()
     packing: Packing = Packing()
-    retries: Annotated[int, Field(ge=0)] = 2
-    checkpoint_every: Annotated[int, Field(ge=0)] = 1000
+    retries: NonNegInt = 2
+    checkpoint_every: NonNegInt = 1000
     optuna_storage: str | None = None
 
     @field_validator("name")
@@ -206,6 +237,15 @@ class SweepSpec(BaseModel):
     @classmethod
     def _recipe_known(cls, v: str) -> str:
         get_recipe(v)  # UserError listing the known recipes
+        return v
+
+    @field_validator("hparams")
+    @classmethod
+    def _hparams_finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, value in v.items():
+            for x in (value if isinstance(value, (list, tuple)) else [value]):
+                if isinstance(x, float) and not math.isfinite(x):
+                    raise ValueError(f"{key} must be a finite number, got {x!r}")
         return v
 
     @field_validator("lr", "lam", "seeds", mode="before")
@@ -265,10 +305,24 @@ def load_spec(spec: str | os.PathLike[str] | dict[str, Any] | SweepSpec) -> Swee
     return parsed
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a repeated key (PyYAML lets the last one win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str, where: str) -> Any:
     """YAML text to Python; a syntax error becomes one line with its position."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

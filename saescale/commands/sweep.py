@@ -33,6 +33,13 @@ def run(
 
     summary = run_sweep(spec, results, address=address, force=force, progress=progress)
     typer.echo(summary.line())
+    if summary.failed:
+        from saescale.signals import EXIT_FAILED_RUNS
+
+        typer.echo(f"error: {summary.failed} of {summary.total_runs} runs failed (their `error` column in "
+                   f"{Path(summary.results_dir) / 'results.parquet'}); rerun the same command to retry those "
+                   "with attempts left", err=True)
+        raise typer.Exit(EXIT_FAILED_RUNS)
 
 
 @sweep_app.command("status")

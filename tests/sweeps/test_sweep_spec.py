@@ -60,7 +60,7 @@ def test_spec_hash_ignores_execution_fields_and_search_effort(tiny_spec) -> None
 MALFORMED = [
     ({"design": {"kind": "grid", "features": [32], "steps": [20], "stepz": [1]}}, "design.stepz: unknown field"),
     ({"colour": "red"}, "colour: unknown field"),
-    ({"batch_size": "big"}, "batch_size: Input should be a valid integer"),
+    ({"batch_size": "big"}, "batch_size: must be an integer"),
     ({"design": {"kind": "isoflop", "budgets": [-1e11, 1e12], "features": [64]}}, "design.budgets.0:"),
     ({"design": {"kind": "grid", "features": [], "steps": [20]}}, "design.features:"),
     ({"lr": []}, "lr:"),
