@@ -6,9 +6,10 @@ own FLOP factor k = flops / (m * steps): steps = round(C / (k m)). The LR comes 
 fitted on phase-2 cells when the table has them, else from eta*(m, S) at the recommended
 (m, S). Intervals (90% by default) are prediction intervals (`analysis.prediction`): the IsoFLOP
 laws' and the LR law's parameter uncertainty, the scatter of the optima around the law, and a
-misfit term when the optima bend. With the surface as basis, the interval is the hull of the
-surface's bootstrap interval (widened by the cells' scatter around the surface) and the
-IsoFLOP prediction interval, so a disagreement between the two models shows as width. The LR
+misfit term when the optima bend. With the surface as basis, the m* and S* intervals are the
+hull of the surface's bootstrap interval and the IsoFLOP prediction interval (a disagreement
+between the two models shows as width), and the loss interval is the surface's bootstrap
+interval widened by the cells' scatter around the surface. The LR
 interval also carries the uncertainty of m* through eta*(m, C/(k m)). Batch size and lambda
 are the group's, so their intervals are degenerate.
 """
@@ -28,8 +29,6 @@ from analysis.surface import N_PARAMS, allocate
 from sae_core.errors import UserError
 
 RECOMMEND_LEVEL = 0.9
-import os
-_LOSS_SURFACE_ONLY = os.environ.get("TRUST_EXP") == "1"
 MAX_EXTRAPOLATION = 100.0  # 2 decades beyond the largest compute seen (or below the smallest)
 
 
@@ -63,7 +62,7 @@ def recommend(fit: GroupFit, flops: float, *, level: float = RECOMMEND_LEVEL) ->
         loss_boot = _widen(_interval(loss_b, level), loss, _surface_scatter(fit), level, s.n_points - N_PARAMS)
         m_int = _hull(_interval(m_b, level), iso["m_star"])
         s_int = _hull(_interval(s_b, level), iso["steps_star"])
-        loss_int = loss_boot if _LOSS_SURFACE_ONLY else _hull(loss_boot, iso["loss_star"])
+        loss_int = loss_boot
         loss_basis = "surface L(m, S) at the recommended (m, S)"
     else:
         laws = fit.isoflop.laws

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
-from analysis.plots import FORMATS, _figure
+from analysis.plots import FORMATS, _figure, _label_short_log_axis
 
 LABELS = {"loss": "L*", "features": "m*", "steps": "S*", "lr": "eta*"}
 
@@ -28,6 +29,9 @@ def plot_validate(content: dict) -> Figure:
                         label="measured" if h is content["holdouts"][0] else None)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            axis.set_minor_formatter(NullFormatter())
+            _label_short_log_axis(axis, lo, hi)
         cov = content["coverage"][key]
         ax.set_title(f"{label}: coverage {'-' if cov is None else f'{cov:.0%}'}")
         ax.set_xlabel("held-out compute C (FLOPs)")

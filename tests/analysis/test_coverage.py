@@ -11,10 +11,10 @@ def test_draws_are_seeded_and_bend_sometimes():
 
 
 def test_coverage_smoke():
-    """Few draws, loose bounds: every quantity is measured and mostly covered."""
-    out = run_coverage(2, holdout=2, n_boot=30)
+    """One draw, loose bounds: every quantity is measured at both holdouts and mostly covered."""
+    out = run_coverage(1, holdout=2, n_boot=30)
     for key in ("loss", "features", "steps", "lr"):
-        assert out["n"][key] >= 3
+        assert out["n"][key] == 2
         assert out["coverage"][key] >= 0.5
 
 

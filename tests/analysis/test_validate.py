@@ -38,6 +38,7 @@ def test_noise_free_backtest_measures_and_predicts_the_truth():
     assert set(result["coverage"]) == {"loss", "features", "steps", "lr"}
 
 
+@pytest.mark.slow
 def test_noisy_backtest_covers_and_reports_coverage():
     table = synthetic_table(design="isoflop", budgets=BUDGETS, lr_model=MODEL, noise=0.01, seed=3)
     result = backtest(group_of(table), holdout=2, n_boot=50)
@@ -112,7 +113,7 @@ def test_cli_json_file_and_figure(tmp_path, capsys):
     table = synthetic_table(design="isoflop", budgets=BUDGETS, lr_model=MODEL, noise=0.01, seed=1)
     write_results_dir(table, tmp_path / "r")
     with pytest.raises(SystemExit) as info:
-        main(["validate", str(tmp_path / "r"), "--holdout", "2", "--json", "--bootstrap", "20", "--out", str(tmp_path / "fig")])
+        main(["validate", str(tmp_path / "r"), "--holdout", "1", "--json", "--bootstrap", "20", "--out", str(tmp_path / "fig")])
     assert info.value.code == 0
     content = json.loads(capsys.readouterr().out)
     assert set(content) >= {"holdouts", "coverage"}
