@@ -3,12 +3,19 @@
 Also decides which law gives the compute-optimal allocation: the parametric surface's closed
 form (Chinchilla approach 3) when it converged on at least 8 cells, else the IsoFLOP power
 laws; the other is kept as a cross-check.
+
+Staged sweeps (rows with `stage_kind`): validate rows are never fitted (they check the
+recommendation); when the table has phase-2 cells (`stage_kind == optimum`, LR searched at the
+fitted m*(C), S*(C)), the LR law is eta*(C) on those cells (seed 001) and the allocation laws
+use the other rows; otherwise the LR law is eta*(m, S) on every cell. Cells whose bracket search
+found no interior optimum (`lr_interior` False) are left out of the LR law with a warning.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from analysis.frontier import Frontier, fit_frontier
@@ -17,7 +24,9 @@ from analysis.lrlaw import LRLaws, fit_lr_laws
 from analysis.surface import N_PARAMS, SurfaceFit, fit_surface
 from analysis.table import Group, cells, lr_points
 
+PHASE2 = "optimum"  # stage_kind of the LR-at-the-optimum cells
 MIN_SURFACE_CELLS = 8  # fewer cells: the allocation comes from the IsoFLOP laws instead
+FLAT_LOG_LOSS = 1e-9  # cells whose log losses all agree this closely carry no scaling information
 LR_PRIOR_M_EXPONENT = -0.5  # Gao et al. 2024 scale the SAE learning rate as 1/sqrt(m)
 
 
@@ -34,6 +43,7 @@ class GroupFit:
     lr: LRLaws | None
     lr_reason: str
     warnings: list[str] = field(default_factory=list)
+    lr_law_name: str = "vs_m_steps"  # the law recommend uses: vs_compute on phase-2 cells, else vs_m_steps
 
     @property
     def max_flops(self) -> float:
@@ -129,30 +139,81 @@ class GroupFit:
 
 def fit_group(group: Group, *, n_boot: int = 1000, seed: int = 0, lr_method: str = "parabola") -> GroupFit:
     """Fit frontier, IsoFLOP laws, surface and LR laws for one group (seeded bootstraps)."""
-    table = cells(group.runs)
+    alloc_runs, lr_runs, phase2 = _stage_split(group.runs)
+    table = cells(alloc_runs)
     frontier = fit_frontier(table, n_boot=n_boot, seed=seed)
     isoflop = fit_isoflop(table, group.k, n_boot=n_boot, seed=seed)
     surface, surface_reason = None, ""
     n_m, n_s = table["m"].nunique(), table["steps"].nunique()
+    log_loss = np.log(table["loss"].to_numpy(float))
     if len(table) < N_PARAMS or n_m < 2 or n_s < 2:
         surface_reason = (
             f"{len(table)} cells with {n_m} distinct m and {n_s} distinct steps: the surface needs "
             f">= {N_PARAMS} cells and >= 2 distinct values of each"
         )
+    elif np.ptp(log_loss) < FLAT_LOG_LOSS:
+        surface_reason = "every cell has the same loss: there is no scaling to fit"
     else:
         surface = fit_surface(table["m"], table["steps"], table["loss"], n_boot=n_boot, seed=seed)
-    lr, lr_reason = None, ""
+    lr, lr_reason, not_bracketed = None, "", []
     if "lr" not in group.runs.columns:
         lr_reason = "the table has no lr column"
     else:
-        points = lr_points(group.runs).rename(columns={"flops": "C"})
+        lr_runs, not_bracketed = _drop_unbracketed(lr_runs)
+        points = lr_points(lr_runs).rename(columns={"flops": "C"})
+        if phase2:
+            points = points.drop(columns="C").merge(_cell_budget(lr_runs), on=["m", "steps"])
+        x_sets = {"vs_compute": ["C"]} if phase2 else {"vs_compute": ["C"], "vs_m_steps": ["m", "steps"]}
         lr = fit_lr_laws(
-            points, cell_cols=["m", "steps"], x_sets={"vs_compute": ["C"], "vs_m_steps": ["m", "steps"]},
-            method=lr_method, n_boot=n_boot, seed=seed,
+            points, cell_cols=["m", "steps"], x_sets=x_sets, method=lr_method, n_boot=n_boot, seed=seed,
         )
-    fit = GroupFit(group, table, frontier, isoflop, surface, surface_reason, lr, lr_reason)
+        lr.skipped += not_bracketed
+    fit = GroupFit(group, table, frontier, isoflop, surface, surface_reason, lr, lr_reason,
+                   lr_law_name="vs_compute" if phase2 else "vs_m_steps")
     fit.warnings = _warnings(fit)
+    if np.ptp(log_loss) < FLAT_LOG_LOSS:
+        fit.warnings.append("every cell has the same loss: no law can be trusted (is training doing anything?)")
+    for cell in not_bracketed:
+        fit.warnings.append(
+            f"LR cell m={cell['m']:g}, steps={cell['steps']:g}: the bracket search found no interior optimum; "
+            "left out of the LR law"
+        )
     return fit
+
+
+def _stage_split(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """(runs for the allocation laws, runs for the LR law, whether the LR law uses phase-2 cells)."""
+    if "stage_kind" not in runs.columns:
+        return runs, runs, False
+    kind = runs["stage_kind"].astype(str)
+    fitted = runs[kind != "validate"]
+    kind = kind[kind != "validate"]
+    phase2 = bool((kind == PHASE2).any())
+    if not phase2:
+        return fitted, fitted, False
+    phase1 = fitted[kind != PHASE2]
+    return (phase1 if len(phase1) else fitted), fitted[kind == PHASE2], True
+
+
+def _drop_unbracketed(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """Runs of the cells whose LR search was bracketed, and the cells that were not."""
+    if "lr_interior" not in runs.columns:
+        return runs, []
+    flag = runs["lr_interior"].map(lambda v: v is False or v == 0 or str(v).lower() == "false")
+    bad = runs[flag.to_numpy(bool)][["m", "steps"]].drop_duplicates()
+    cells_out = [
+        {"m": float(r.m), "steps": float(r.steps), "reason": "bracket search found no interior optimum"}
+        for r in bad.itertuples()
+    ]
+    mask = runs.set_index(["m", "steps"]).index.isin(list(bad.itertuples(index=False, name=None)))
+    return runs[~mask], cells_out
+
+
+def _cell_budget(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (m, steps): the nominal budget when recorded (else mean FLOPs), as the LR law's C."""
+    budget = runs["budget"] if "budget" in runs.columns else pd.Series(np.nan, index=runs.index)
+    c = budget.where(np.isfinite(budget.astype(float)) & (budget.astype(float) > 0), runs["flops"])
+    return runs.assign(_c=c.astype(float)).groupby(["m", "steps"])["_c"].mean().rename("C").reset_index()
 
 
 def _warnings(fit: GroupFit) -> list[str]:

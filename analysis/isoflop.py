@@ -5,18 +5,20 @@ cells whose FLOPs agree within +/-0.05 dex (which also turns a grid design's dia
 IsoFLOP curves). Per budget, a parabola of loss in log m through the points nearest the
 minimum gives m*, S* = C/(k m*) and L*; budgets with fewer than 3 distinct m are skipped and
 minima on the edge of the sampled m are flagged and left out of the laws m*(C), S*(C), L*(C).
-Intervals: seeded bootstrap over cells, stratified by budget, repeating the whole analysis.
+Parameter intervals: seeded bootstrap over cells, stratified by budget, repeating the whole
+analysis. Predictions at a new budget use prediction intervals (`analysis.prediction`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from analysis.parabola import Vertex, parabola_min
 from analysis.powerlaw import PowerLaw, loglinear
+from analysis.prediction import LogLinearLaw, fit_loglinear
 
 TOL_DEX = 0.05
 LAWS = {"m_star": "m*", "steps_star": "S*", "loss_star": "L*"}
@@ -51,6 +53,7 @@ class IsoFLOP:
     budget_source: str
     cell_budget: np.ndarray  # budget of each input cell (aligned with the cells table)
     curves: list[Vertex]  # the parabola of each row of `optima`
+    predictors: dict[str, LogLinearLaw] = field(default_factory=dict)  # prediction intervals per law
 
     def edge_budgets(self) -> pd.DataFrame:
         """Budgets whose minimum sits on the edge of the sampled m (flagged, not fitted)."""
@@ -64,6 +67,9 @@ class IsoFLOP:
             "budgets": self.optima.to_dict("records"),
             "skipped": self.skipped,
             "laws": {name: law.to_json(level) for name, law in self.laws.items()},
+            "curvature": {
+                name: {"curved": p.curved, "f_test_p": p.curve_p} for name, p in self.predictors.items()
+            },
             **({"reason": self.reason} if self.reason else {}),
         }
 
@@ -121,7 +127,8 @@ def fit_isoflop(cells: pd.DataFrame, k: float, *, n_boot: int = 1000, seed: int 
         )
         for name in LAWS
     }
-    return IsoFLOP(optima, skipped, laws, "", source, budget, curves)
+    predictors = {name: fit_loglinear(log_c, targets[name]) for name in LAWS}
+    return IsoFLOP(optima, skipped, laws, "", source, budget, curves, predictors)
 
 
 def _bootstrap(log_m, loss, budget, members, budgets, k, n_boot, seed) -> dict[str, np.ndarray]:

@@ -7,10 +7,12 @@ do; the law is then weighted by band size, which equals Step Law's OLS over band
 Optima on the edge of the swept LR range are flagged and, by default, left out of the law.
 Laws eta* = k prod x^a (e.g. x = C, or x = (m, S)) are fitted by weighted OLS in log space,
 with at least one more cell than parameters (3 cells for eta*(C), 4 for eta*(m, S));
-intervals come from a seeded nonparametric bootstrap over the cells' optima. (Resampling the
-LR points inside a cell instead would treat a fixed LR grid as random draws: a resample that
-drops the best LR moves that cell's optimum to a neighbour or to the edge, which biases the
-intervals, so the unit is the cell.)
+parameter intervals come from a seeded nonparametric bootstrap over the cells' optima.
+(Resampling the LR points inside a cell instead would treat a fixed LR grid as random draws: a
+resample that drops the best LR moves that cell's optimum to a neighbour or to the edge, which
+biases the intervals, so the unit is the cell.) Predictions of eta* at a new point use
+prediction intervals (`analysis.prediction`): parameter uncertainty, the scatter of the cell
+optima around the law, and a misfit term when the optima bend away from a power law.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 
 from analysis.parabola import parabola_min
 from analysis.powerlaw import PowerLaw, loglinear
+from analysis.prediction import LogLinearLaw, fit_loglinear
 from sae_core.errors import UserError
 
 METHODS = ("parabola", "band")
@@ -40,6 +43,7 @@ class LRLaws:
     skipped: list[dict]
     laws: dict[str, PowerLaw]
     reasons: dict[str, str] = field(default_factory=dict)
+    predictors: dict[str, LogLinearLaw] = field(default_factory=dict)
 
     def edge_cells(self) -> pd.DataFrame:
         """Cells whose optimum is on the edge of the swept LR range."""
@@ -53,6 +57,9 @@ class LRLaws:
             "optima": self.optima.to_dict("records"),
             "skipped": self.skipped,
             "laws": {name: law.to_json(level) for name, law in self.laws.items()},
+            "curvature": {
+                name: {"curved": p.curved, "f_test_p": p.curve_p} for name, p in self.predictors.items()
+            },
             "reasons": self.reasons,
         }
 
@@ -93,11 +100,12 @@ def fit_lr_laws(
         opt = _optimum(np.log(lr), loss, method, band)
         cells.append(x)
         rows.append({
-            **info, **{c: float(v) for c, v in zip(x_cols, np.exp(x))},
-            "lr_star": float(np.exp(opt[0])), "weight": opt[1], "edge": opt[2], "reason": opt[3],
+            **{c: float(v) for c, v in zip(x_cols, np.exp(x))}, **info,  # cell keys stay exact
+            "lr_star": float(np.exp(opt[0])), "weight": opt[1], "edge": opt[2], "interior": not opt[2],
+            "reason": opt[3],
             "n_lr": n_lr, "lr_min": float(lr.min()), "lr_max": float(lr.max()), "best_loss": float(loss.min()),
         })
-    columns = [*cell_cols, *x_cols, "lr_star", "weight", "edge", "reason", "n_lr", "lr_min", "lr_max", "best_loss"]
+    columns = [*cell_cols, *x_cols, "lr_star", "weight", "edge", "interior", "reason", "n_lr", "lr_min", "lr_max", "best_loss"]
     optima = pd.DataFrame(rows, columns=list(dict.fromkeys(columns)))
     result = LRLaws(method, band, exclude_edge, optima, skipped, {})
     if optima.empty:
@@ -133,6 +141,7 @@ def fit_lr_laws(
             boot=np.array(samples).reshape(-1, len(cols) + 1),
             boot_requested=n_boot,
         )
+        result.predictors[name] = fit_loglinear(x_all[keep, sl], y[keep], w[keep])
     return result
 
 

@@ -2,9 +2,16 @@
 
 m*(C), S*(C) come from the surface's closed form when it converged on >= 8 cells, else from
 the IsoFLOP laws (see `GroupFit.basis`); the conversion between C and (m, S) uses the table's
-own FLOP factor k = flops / (m * steps): steps = round(C / (k m)). The LR comes from the
-eta*(C) law. Intervals are bootstrap percentiles (90% by default); batch size and lambda are
-the group's, so their intervals are degenerate.
+own FLOP factor k = flops / (m * steps): steps = round(C / (k m)). The LR comes from eta*(C)
+fitted on phase-2 cells when the table has them, else from eta*(m, S) at the recommended
+(m, S). Intervals (90% by default) are prediction intervals (`analysis.prediction`): the IsoFLOP
+laws' and the LR law's parameter uncertainty, the scatter of the optima around the law, and a
+misfit term when the optima bend. With the surface as basis, the m* and S* intervals are the
+hull of the surface's bootstrap interval and the IsoFLOP prediction interval (a disagreement
+between the two models shows as width), and the loss interval is the surface's bootstrap
+interval widened by the cells' scatter around the surface. The LR
+interval also carries the uncertainty of m* through eta*(m, C/(k m)). Batch size and lambda
+are the group's, so their intervals are degenerate.
 """
 
 from __future__ import annotations
@@ -13,27 +20,35 @@ import math
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from analysis.bootstrap import percentile_interval
 from analysis.fitfile import fit_results
 from analysis.groupfit import GroupFit
-from analysis.surface import allocate
+from analysis.surface import N_PARAMS, allocate
 from sae_core.errors import UserError
 
 RECOMMEND_LEVEL = 0.9
-MAX_EXTRAPOLATION = 100.0  # 2 decades beyond the largest compute seen
+MAX_EXTRAPOLATION = 100.0  # 2 decades beyond the largest compute seen (or below the smallest)
 
 
 def recommend(fit: GroupFit, flops: float, *, level: float = RECOMMEND_LEVEL) -> dict:
     """Features, steps, tokens, batch size, LR, lambda and predicted loss at compute `flops`."""
     if not (math.isfinite(flops) and flops > 0):
         raise UserError(f"--flops must be a positive number, got {flops}")
+    min_flops = float(fit.cells["flops"].min())
+    if flops < min_flops / MAX_EXTRAPOLATION:
+        raise UserError(
+            f"--flops {flops:.3g} is more than {MAX_EXTRAPOLATION:g}x below the smallest compute in the data "
+            f"({min_flops:.3g} FLOPs); the laws cannot be trusted there"
+        )
     basis, why = fit.basis()
     if basis is None:
         raise UserError(f"cannot recommend for group {fit.group.label}: {why}")
     k = fit.group.k
     warnings: list[str] = []
     out: dict = {"flops": float(flops)}
+    iso = {name: _iso_interval(fit, name, flops, level) for name in ("m_star", "steps_star", "loss_star")}
 
     if basis == "surface":
         s = fit.surface
@@ -44,29 +59,35 @@ def recommend(fit: GroupFit, flops: float, *, level: float = RECOMMEND_LEVEL) ->
         m_b, s_b = allocate(a, b, alpha, beta, flops / k)
         loss = float(s.params.loss(features, steps))
         loss_b = np.exp(e) + np.exp(a) * features**-alpha + np.exp(b) * steps**-beta
+        loss_boot = _widen(_interval(loss_b, level), loss, _surface_scatter(fit), level, s.n_points - N_PARAMS)
+        m_int = _hull(_interval(m_b, level), iso["m_star"])
+        s_int = _hull(_interval(s_b, level), iso["steps_star"])
+        loss_int = loss_boot
         loss_basis = "surface L(m, S) at the recommended (m, S)"
     else:
         laws = fit.isoflop.laws
         features = max(1, int(round(float(laws["m_star"].predict(flops)))))
         steps = max(1, int(round(flops / (k * features))))
-        m_b, s_b = laws["m_star"].predict_samples(flops), laws["steps_star"].predict_samples(flops)
+        m_int, s_int, loss_int = iso["m_star"], iso["steps_star"], iso["loss_star"]
         loss = float(laws["loss_star"].predict(flops))
-        loss_b = laws["loss_star"].predict_samples(flops)
         loss_basis = "IsoFLOP law L*(C)"
+    m_int = _containing(m_int, features, "features", warnings)
+    s_int = _containing(s_int, steps, "steps", warnings)
+    loss_int = _containing(loss_int, loss, "predicted_loss", warnings)
 
     batch = fit.group.batch_size
     batch = int(batch) if batch is not None and float(batch).is_integer() else batch
     lam = fit.group.lam
-    lr, lr_b, lr_basis = _learning_rate(fit, flops, warnings)
+    lr, lr_int, lr_basis = _learning_rate(fit, flops, features, steps, m_int, level, warnings)
     out.update(
-        features=features, features_interval=_interval(m_b, level),
-        steps=steps, steps_interval=_interval(s_b, level),
+        features=features, features_interval=m_int,
+        steps=steps, steps_interval=s_int,
         tokens=None if batch is None else int(steps * batch),
-        tokens_interval=None if batch is None or not s_b.size else [v * batch for v in _interval(s_b, level)],
+        tokens_interval=None if batch is None or s_int is None else [v * batch for v in s_int],
         batch_size=batch, batch_size_interval=None if batch is None else [batch, batch],
-        lr=lr, lr_interval=_interval(lr_b, level) if lr_b is not None else (None if lr is None else [lr, lr]),
+        lr=lr, lr_interval=lr_int,
         **{"lambda": lam, "lambda_interval": None if lam is None else [lam, lam]},
-        predicted_loss=loss, predicted_loss_interval=_interval(loss_b, level),
+        predicted_loss=loss, predicted_loss_interval=loss_int,
     )
     factor = flops / fit.max_flops
     if factor > MAX_EXTRAPOLATION:
@@ -74,6 +95,8 @@ def recommend(fit: GroupFit, flops: float, *, level: float = RECOMMEND_LEVEL) ->
             f"extrapolating {factor:.3g}x beyond the largest compute in the data ({fit.max_flops:.3g} FLOPs); "
             f"more than {MAX_EXTRAPOLATION:g}x (2 decades) is unreliable"
         )
+    for name, law in _curved_laws(fit).items():
+        warnings.append(f"{name}: the fitted optima bend away from a power law; the interval includes that misfit")
     other = "isoflop" if basis == "surface" else "surface"
     cross = None
     if other == "isoflop" and fit.isoflop.laws or other == "surface" and fit.surface is not None:
@@ -82,6 +105,7 @@ def recommend(fit: GroupFit, flops: float, *, level: float = RECOMMEND_LEVEL) ->
     ms_law = fit.lr.laws.get("vs_m_steps") if fit.lr is not None else None
     out.update(
         interval_level=level,
+        interval_kind="prediction interval (parameters + scatter of the optima + misfit when curved)",
         extrapolation_factor=factor,
         max_flops_seen=fit.max_flops,
         basis=basis,
@@ -113,32 +137,109 @@ def recommend_results(
     return recommend(fit.only_group(), flops, level=level)
 
 
-def _learning_rate(fit: GroupFit, flops: float, warnings: list[str]):
-    """(lr, bootstrap samples or None, basis text) at compute `flops`."""
+def lr_prediction(fit: GroupFit, flops: float, m: float, steps: float, level: float) -> tuple[float, list[float] | None, str] | None:
+    """eta* at (C, m, S) from the group's LR law with its prediction interval: (value, interval, law)."""
+    if fit.lr is None:
+        return None
+    for name in (fit.lr_law_name, "vs_compute"):
+        pred = fit.lr.predictors.get(name)
+        if pred is None:
+            continue
+        x = [flops] if name == "vs_compute" else [m, steps]
+        p = pred.predict(np.log(x), level)
+        return p.value, p.interval, name
+    return None
+
+
+def _learning_rate(fit: GroupFit, flops: float, features: int, steps: int, m_int, level: float, warnings: list[str]):
+    """(lr, interval, basis text) at compute `flops` and the recommended (features, steps)."""
     runs = fit.group.runs
     if "lr" not in runs.columns:
         warnings.append("the table has no lr column: no learning rate to recommend")
         return None, None, "none"
-    law = fit.lr.laws.get("vs_compute")
-    if law is not None:
-        reach = flops / law.x_range["C"][1]
+    found = lr_prediction(fit, flops, features, steps, level)
+    if found is not None:
+        lr, interval, name = found
+        reach = flops / float(fit.lr.optima["C"].max()) if "C" in fit.lr.optima else flops / fit.max_flops
         if reach > MAX_EXTRAPOLATION:
             warnings.append(
-                f"LR law extrapolated {reach:.3g}x beyond its largest compute ({law.x_range['C'][1]:.3g}); "
+                f"LR law extrapolated {reach:.3g}x beyond its largest compute; "
                 f"more than {MAX_EXTRAPOLATION:g}x (2 decades) is unreliable"
             )
-        return float(law.predict(flops)), law.predict_samples(flops), "eta*(C) power law"
+        if name == "vs_m_steps":
+            law = fit.lr.laws[name]
+            interval = _propagate_m(interval, lr, law.exponents["m"] - law.exponents["steps"], m_int, features)
+            return lr, interval, "eta*(m, S) power law at the recommended (m, S)"
+        phase2 = fit.lr_law_name == "vs_compute"
+        return lr, interval, "eta*(C) power law on phase-2 cells" if phase2 else "eta*(C) power law"
     if runs["lr"].nunique() == 1:
         lr = float(runs["lr"].iloc[0])
         warnings.append(f"the sweep used a single learning rate; recommending it unchanged ({lr:.3g})")
-        return lr, None, "the sweep's fixed LR"
+        return lr, [lr, lr], "the sweep's fixed LR"
     top = fit.cells[fit.cells["flops"] == fit.cells["flops"].max()]
     lr = float(top.loc[top["loss"].idxmin(), "lr"])
-    warnings.append(
-        f"no LR law ({fit.lr.reasons.get('vs_compute', 'unavailable')}); "
-        f"using the best LR at the largest compute ({lr:.3g})"
-    )
-    return lr, None, "best LR at the largest compute"
+    reason = fit.lr.reasons.get(fit.lr_law_name, "unavailable") if fit.lr is not None else fit.lr_reason
+    warnings.append(f"no LR law ({reason}); using the best LR at the largest compute ({lr:.3g})")
+    return lr, [lr, lr], "best LR at the largest compute"
+
+
+def _propagate_m(interval, lr: float, slope: float, m_int, features: int):
+    """Widen eta*'s log interval by the m* uncertainty: d log eta* / d log m along m S = C'/k is slope."""
+    if interval is None or m_int is None:
+        return interval
+    half_m = 0.5 * (math.log(m_int[1]) - math.log(m_int[0]))
+    lo, hi = math.log(lr) - math.log(interval[0]), math.log(interval[1]) - math.log(lr)
+    extra = (slope * half_m) ** 2
+    return [lr * math.exp(-math.sqrt(lo**2 + extra)), lr * math.exp(math.sqrt(hi**2 + extra))]
+
+
+def _iso_interval(fit: GroupFit, name: str, flops: float, level: float) -> list[float] | None:
+    """Prediction interval of an IsoFLOP law at `flops` (None without the law or residual dof)."""
+    pred = fit.isoflop.predictors.get(name) if fit.isoflop.laws else None
+    return None if pred is None else pred.predict(math.log(flops), level).interval
+
+
+def _surface_scatter(fit: GroupFit) -> float:
+    """RMS of the cells' log-loss residuals around the surface (n - 5 degrees of freedom)."""
+    s, c = fit.surface, fit.cells
+    resid = np.log(c["loss"].to_numpy(float)) - np.log(s.params.loss(c["m"].to_numpy(float), c["steps"].to_numpy(float)))
+    dof = max(len(c) - N_PARAMS, 1)
+    return float(np.sqrt(np.sum(resid**2) / dof))
+
+
+def _widen(interval, value: float, scatter: float, level: float, dof: int):
+    """Add the scatter of a new observation (t quantile x scatter) to a log interval, in quadrature."""
+    extra = stats.t.ppf(0.5 + level / 2.0, max(dof, 1)) * scatter
+    if interval is None:
+        return [value * math.exp(-extra), value * math.exp(extra)]
+    lo, hi = math.log(value) - math.log(min(interval[0], value)), math.log(max(interval[1], value)) - math.log(value)
+    return [value * math.exp(-math.hypot(lo, extra)), value * math.exp(math.hypot(hi, extra))]
+
+
+def _hull(a, b):
+    """Smallest interval containing both (either may be None)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return [min(a[0], b[0]), max(a[1], b[1])]
+
+
+def _containing(interval, value: float, name: str, warnings: list[str]):
+    """The interval, stretched (with a warning) if rounding put the value outside it."""
+    if interval is None or interval[0] <= value <= interval[1]:
+        return interval
+    warnings.append(f"{name} {value:.4g} lies outside its interval [{interval[0]:.4g}, {interval[1]:.4g}] "
+                    "after rounding; the interval was stretched to contain it")
+    return [min(interval[0], value), max(interval[1], value)]
+
+
+def _curved_laws(fit: GroupFit) -> dict:
+    """The laws used here whose optima bend away from a power law."""
+    out = {f"IsoFLOP {n}(C)": p for n, p in fit.isoflop.predictors.items() if p is not None and p.curved}
+    if fit.lr is not None:
+        p = fit.lr.predictors.get(fit.lr_law_name)
+        if p is not None and p.curved:
+            out[f"LR law {fit.lr_law_name}"] = p
+    return out
 
 
 def _interval(samples: np.ndarray, level: float) -> list[float] | None:

@@ -1,7 +1,7 @@
 """Synthetic results tables drawn from known laws, for tests, notebooks and docs.
 
 loss(m, S, lr) = (E + A m^-alpha + B S^-beta) * (1 + c ln(lr / eta*(m, S))^2) * exp(noise * z),
-with eta*(m, S) = k_lr m^a S^b and z ~ N(0, 1) per run. The rows carry every column of the
+with eta*(m, S) = k_lr m^a S^b exp(q ln(m S / r)^2) (q = 0: a power law) and z ~ N(0, 1) per run. The rows carry every column of the
 results-table contract (DESIGN section 6), so the analysis cannot tell them from a real sweep.
 """
 
@@ -25,16 +25,21 @@ LR_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 @dataclass(frozen=True)
 class LRModel:
-    """eta*(m, S) = coef m^m_exp S^steps_exp; the loss grows by curvature * ln(lr/eta*)^2."""
+    """eta*(m, S) = coef m^m_exp S^steps_exp exp(bend ln(m S / bend_ref)^2); the loss grows by
+    curvature * ln(lr/eta*)^2. bend != 0 makes eta* deviate from a power law (misfit)."""
 
     coef: float = 0.02
     m_exp: float = -0.5
     steps_exp: float = -0.2
     curvature: float = 0.02
+    bend: float = 0.0
+    bend_ref: float = 1e6
 
     def optimum(self, m: np.ndarray | float, steps: np.ndarray | float) -> np.ndarray:
         """The true optimal LR of a cell."""
-        return self.coef * np.asarray(m, float) ** self.m_exp * np.asarray(steps, float) ** self.steps_exp
+        m, steps = np.asarray(m, float), np.asarray(steps, float)
+        power = self.coef * m**self.m_exp * steps**self.steps_exp
+        return power * np.exp(self.bend * np.log(m * steps / self.bend_ref) ** 2) if self.bend else power
 
 
 def flops_per_m_step(n: int, o: int, batch_size: int) -> float:

@@ -2,7 +2,7 @@
 
 The table is the contract with the sweep package (DESIGN section 6): one row per run. Only
 `status == "ok"` rows with a finite positive loss are fitted; losses at different lambda,
-recipe, arch, n, o, batch size or FLOP convention are not comparable, so each such group is
+TopK k, recipe, arch, n, o, batch size or FLOP convention are not comparable, so each such group is
 fitted on its own. Within a group, each (m, steps) cell is represented by its best learning
 rate's loss (mean over seeds at that LR), as Anthropic fitted at fixed, near-optimal LR.
 """
@@ -18,8 +18,9 @@ import pandas as pd
 from sae_core.errors import UserError
 
 REQUIRED = ("m", "steps", "flops", "loss")
-GROUP_KEYS = ("recipe", "arch", "n", "o", "batch_size", "lambda", "flops_convention")
-NUMERIC = ("m", "steps", "flops", "loss", "lr", "batch_size", "lambda", "budget", "n", "o")
+GROUP_KEYS = ("recipe", "arch", "n", "o", "batch_size", "lambda", "k", "flops_convention")
+NUMERIC = ("m", "steps", "flops", "loss", "lr", "batch_size", "lambda", "k", "budget", "n", "o")
+RUN_FILE_COLUMNS = (*REQUIRED, "status")  # a per-run file lacking any of these is not a complete run
 K_RTOL = 1e-6  # flops / (m * steps) must agree this closely within a group
 
 
@@ -63,11 +64,20 @@ def load_results(path: str | Path) -> pd.DataFrame:
         frames.append(table)
     fresh = [f for f in run_files if f.stem not in known or f.stat().st_mtime > compact_mtime]
     if fresh:
-        runs = pd.concat([read_table(f) for f in fresh], ignore_index=True)
+        runs = pd.concat([_run_file(f) for f in fresh], ignore_index=True)
         if frames and "run_id" in runs.columns and "run_id" in frames[0].columns:
             frames[0] = frames[0][~frames[0]["run_id"].astype(str).isin(set(runs["run_id"].astype(str)))]
         frames.append(runs)
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _run_file(path: Path) -> pd.DataFrame:
+    """One per-run file; if it lacks a column every run has, its rows are marked incomplete."""
+    table = read_table(path)
+    missing = [c for c in RUN_FILE_COLUMNS if c not in table.columns]
+    if missing:
+        table = table.assign(status=f"incomplete (run file lacks {', '.join(missing)})")
+    return table
 
 
 @dataclass
@@ -81,11 +91,14 @@ class Usable:
 
 def usable_runs(table: pd.DataFrame) -> Usable:
     """Keep status 'ok' rows with finite positive loss; UserError on missing or bad columns."""
+    if table.empty:
+        raise UserError("results table has no rows")
+    if "status" in table.columns and not (table["status"].astype(str) == "ok").any():
+        counts = table["status"].astype(str).value_counts()
+        raise UserError(f"no successful runs ({', '.join(f'{n} {s}' for s, n in counts.items())})")
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise UserError(f"results table lacks column(s): {', '.join(missing)}")
-    if table.empty:
-        raise UserError("results table has no rows")
     df = table.copy()
     for col in NUMERIC:
         if col in df.columns:

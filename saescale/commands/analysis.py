@@ -1,4 +1,4 @@
-"""`saescale fit`, `fit-table`, `recommend` and `plot`: thin wrappers over the analysis package.
+"""`saescale fit`, `fit-table`, `recommend`, `validate` and `plot`: thin wrappers over the analysis package.
 
 Heavy imports (pandas, scipy, matplotlib) happen inside the commands. Every command that reads
 a results directory fits each group of comparable runs (same recipe, arch, n, o, batch size,
@@ -143,18 +143,23 @@ def recommend_command(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 90% intervals."),
     seed: Seed = 0,
     lr_method: LrMethod = "parabola",
+    target_l0: Optional[float] = typer.Option(None, "--target-l0", help="Choose lambda to reach this L0 (needs runs at >= 2 lambdas)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Features, steps, tokens, batch size, LR, lambda and predicted loss at C, with 90% intervals."""
+    """Features, steps, tokens, batch size, LR, lambda and predicted loss at C, with 90% prediction intervals."""
     from analysis.fitfile import fit_results, jsonable
     from analysis.recommend import recommend
 
     if (flops is None) == (flops_factor is None):
         raise UserError("give exactly one of --flops and --flops-factor")
-    fit = fit_results(results, where=_where(where, lam), n_boot=bootstrap, seed=seed, lr_method=lr_method)
-    group = fit.only_group()
-    flops = _target_flops(flops, flops_factor, group.max_flops)
-    rec = jsonable(recommend(group, flops))
+    if target_l0 is not None:
+        rec = jsonable(_recommend_l0(results, _where(where, lam), flops, flops_factor, target_l0, bootstrap, seed, lr_method))
+        flops = rec["flops"]
+    else:
+        fit = fit_results(results, where=_where(where, lam), n_boot=bootstrap, seed=seed, lr_method=lr_method)
+        group = fit.only_group()
+        flops = _target_flops(flops, flops_factor, group.max_flops)
+        rec = jsonable(recommend(group, flops))
     if as_json:
         print(json.dumps(rec, indent=2))
         return
@@ -164,7 +169,8 @@ def recommend_command(
     table = Table(title=f"recommendation at C = {flops:.3g} FLOPs ({rec['basis']} allocation)")
     for col in ("quantity", "value", "90% interval"):
         table.add_column(col)
-    for key in ("features", "steps", "tokens", "batch_size", "lr", "lambda", "predicted_loss"):
+    keys = ("features", "steps", "tokens", "batch_size", "lr", "lambda", "predicted_loss")
+    for key in keys + (("predicted_l0",) if "predicted_l0" in rec else ()):
         value = rec[key]
         table.add_row(key, "-" if value is None else f"{value:.4g}", _fmt_interval(rec[f"{key}_interval"]))
     console = Console()
@@ -173,6 +179,92 @@ def recommend_command(
                   f"({rec['max_flops_seen']:.3g}); LR from {rec['lr_basis']}", highlight=False)
     for warning in rec["warnings"]:
         console.print(f"warning: {warning}", style="yellow", highlight=False)
+
+
+def _recommend_l0(results: Path, where: dict[str, str], flops, flops_factor, target_l0: float, bootstrap: int,
+                  seed: int, lr_method: str) -> dict:
+    """recommend --target-l0: lambda for that L0 across lambda groups, and the rest at that lambda."""
+    from analysis.sparsity import recommend_for_l0
+    from analysis.table import load_results, select_runs, usable_runs
+
+    runs = usable_runs(load_results(results)).runs
+    runs = select_runs(runs, where) if where else runs
+    flops = _target_flops(flops, flops_factor, float(runs["flops"].max()))
+    return recommend_for_l0(runs, flops, target_l0, n_boot=bootstrap, seed=seed, lr_method=lr_method)
+
+
+def validate_command(
+    results: Path = typer.Argument(..., help="Results directory (or table file)."),
+    holdout: int = typer.Option(2, "--holdout", help="Backtest the K largest budgets, each refitted on less compute."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for the figure (PNG and SVG)."),
+    where: Where = [],
+    lam: Lambda = None,
+    bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples per refit."),
+    seed: Seed = 0,
+    lr_method: LrMethod = "parabola",
+    as_json: bool = typer.Option(False, "--json", help="Print validate.json's content instead of the table."),
+) -> None:
+    """Backtest the laws: predict the K largest budgets from smaller ones; write validate.json."""
+    from analysis.fitfile import jsonable, write_json
+    from analysis.validate import validate_results
+
+    if holdout < 1:
+        raise UserError(f"--holdout must be >= 1, got {holdout}")
+    content = jsonable(validate_results(
+        results, holdout=holdout, where=_where(where, lam), n_boot=bootstrap, seed=seed, lr_method=lr_method,
+    ))
+    target = results / "validate.json" if results.is_dir() else results.with_name(results.stem + ".validate.json")
+    write_json(content, target)
+    paths = []
+    if out is not None:
+        from analysis.validate_plot import save_validate_figure
+
+        paths = save_validate_figure(content, out)
+    if as_json:
+        print(json.dumps(content, indent=2))
+        return
+    _print_validate(content, target, paths)
+
+
+def _print_validate(content: dict, target: Path, paths: list[Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    level = content["interval_level"]
+    table = Table(title=f"backtest: {content['holdout']} largest of {len(content['budgets'])} budgets ({level:.0%} intervals)")
+    for col in ("budget", "fitted up to", "quantity", "predicted", "interval", "measured", "covered"):
+        table.add_column(col)
+    for h in content["holdouts"]:
+        for j, key in enumerate(("loss", "features", "steps", "lr")):
+            measured, covered = h["measured"][key], h["covered"][key]
+            predicted = h["predicted"][key]
+            table.add_row(
+                f"{h['flops']:.3g}" if j == 0 else "",
+                (f"{h['fitted_max_flops']:.3g}" if h["fitted_max_flops"] else "-") if j == 0 else "",
+                key, "-" if predicted is None else f"{predicted:.4g}", _fmt_interval(h["interval"][key]),
+                "-" if measured is None else f"{measured:.4g}",
+                "-" if covered is None else ("yes" if covered else "NO"),
+            )
+    console = Console(width=110)
+    console.print(table)
+    cov = ", ".join(f"{k} {'-' if v is None else f'{v:.0%}'}" for k, v in content["coverage"].items())
+    console.print(f"coverage: {cov}; wrote {target}", highlight=False)
+    for h in content["holdouts"]:
+        if h.get("reason"):
+            console.print(f"warning: budget {h['flops']:.3g}: {h['reason']}", style="yellow", highlight=False)
+    check = content.get("validate_stage")
+    if check:
+        if "reason" in check:
+            console.print(f"validate stage: {check['reason']}", highlight=False)
+        else:
+            console.print(
+                f"validate stage at C = {check['flops']:.3g}: center within 1% of the best neighbour: "
+                f"{check['center_within_1pct_of_best_neighbour']}; loss in its interval: {check['loss_covered']}; "
+                f"best LR ({check['best_lr_role']}) in the eta* interval: {check['best_lr_in_interval']}",
+                highlight=False,
+            )
+    if paths:
+        console.print(f"wrote {len(paths)} figure files", highlight=False)
 
 
 def _target_flops(flops: float | None, factor: float | None, max_flops: float) -> float:
@@ -213,4 +305,5 @@ def register(app: typer.Typer) -> None:
     app.command("fit")(fit_command)
     app.command("fit-table")(fit_table_command)
     app.command("recommend")(recommend_command)
+    app.command("validate")(validate_command)
     app.command("plot")(plot_command)

@@ -60,7 +60,9 @@ def test_noise_free_recommendation_matches_the_true_laws(tmp_path):
     m_true, _ = DEFAULT_SURFACE.allocate(flops / K)
     assert rec["features"] == pytest.approx(float(m_true), abs=0.5)
     assert rec["predicted_loss"] == pytest.approx(float(DEFAULT_SURFACE.loss(rec["features"], rec["steps"])), rel=1e-6)
-    assert rec["lr"] == pytest.approx(float(model.optimum(flops / K, 1.0)), rel=1e-6)
+    # eta*(m, S) at the recommended (m, S) (not eta*(C): the table has no phase-2 cells)
+    assert rec["lr"] == pytest.approx(float(model.optimum(rec["features"], rec["steps"])), rel=1e-6)
+    assert rec["lr_basis"] == "eta*(m, S) power law at the recommended (m, S)"
 
 
 def test_isoflop_basis_when_the_surface_has_few_cells(tmp_path):
@@ -96,6 +98,7 @@ def test_several_groups_need_a_selector(tmp_path):
     with pytest.raises(UserError, match="2 groups of comparable runs; select one with --where KEY=VALUE: .*lambda=5 .*lambda=10"):
         recommend_results(tmp_path, 1e15, n_boot=0)
     rec = recommend_results(tmp_path, 1e15, where={"lambda": "10"}, n_boot=0)
+    # no bootstrap and a single IsoFLOP budget: no interval to give
     assert rec["lambda"] == 10.0 and rec["features_interval"] is None
 
 

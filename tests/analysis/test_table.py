@@ -104,7 +104,8 @@ def test_inconsistent_flop_convention_is_an_error():
         (lambda t: t.drop(columns=["loss", "steps"]), "lacks column\\(s\\): steps, loss"),
         (lambda t: t.assign(m=0), "column m has .* non-finite or non-positive"),
         (lambda t: t.assign(flops=-1.0), "column flops has"),
-        (lambda t: t.assign(status="failed"), "no usable runs: .* status=failed"),
+        (lambda t: t.assign(status="failed"), "no successful runs \\(\\d+ failed\\)"),
+        (lambda t: t.assign(loss=float("nan")), "no usable runs: .* loss not finite and positive"),
         (lambda t: t.iloc[:0], "no rows"),
     ],
 )
