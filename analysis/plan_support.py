@@ -1,0 +1,135 @@
+"""The laws a derived sweep stage needs: the recommended (m*, S*, eta*, L*) at given budgets.
+
+The allocation m*(C), S*(C) comes from `recommend` on the allocation runs (stage_kind grid or
+isoflop; the whole table when it has no stage columns), so it follows whatever `recommend`
+fits. When the table has bracket-searched `optimum` cells (seed 001's phase 2), eta*(C) and
+L*(C) are power laws fitted on those cells: eta* on the interior cells' optima (lr_optimum),
+L* on each cell's best loss. Their intervals are OLS prediction intervals in log space
+(Student t): parameter uncertainty plus the cells' scatter around the law, the scatter never
+below the resolution of the search (a uniform error over +/- tolerance/2 decades). Without
+optimum cells, eta* and L* are `recommend`'s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.groupfit import fit_group
+from analysis.recommend import RECOMMEND_LEVEL, recommend
+from analysis.table import select_runs, split_groups, usable_runs
+from sae_core.errors import UserError
+
+ALLOCATION_KINDS = ("grid", "isoflop")
+MIN_LAW_CELLS = 3   # a two-parameter law with a scatter estimate needs one point more
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The recommendation at one compute budget, with intervals (level `RECOMMEND_LEVEL`)."""
+
+    flops: float
+    features: int
+    steps: int
+    lr: float | None
+    lr_interval: list[float] | None
+    loss: float
+    loss_interval: list[float] | None
+    lr_basis: str
+    loss_basis: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LogLaw:
+    """y = exp(a) * x^b fitted by OLS in log space, with a prediction interval."""
+
+    a: float
+    b: float
+    n: int
+    x_mean: float      # of log x
+    sxx: float
+    scatter: float     # residual standard deviation in log y (floored)
+
+    def predict(self, x: float, level: float = RECOMMEND_LEVEL) -> tuple[float, list[float]]:
+        """Point prediction and its `level` prediction interval at x."""
+        u = math.log(x)
+        centre = self.a + self.b * u
+        se = self.scatter * math.sqrt(1 + 1 / self.n + (u - self.x_mean) ** 2 / self.sxx)
+        t = float(stats.t.ppf(0.5 + level / 2, self.n - 2))
+        return math.exp(centre), [math.exp(centre - t * se), math.exp(centre + t * se)]
+
+
+def fit_loglaw(x: Sequence[float], y: Sequence[float], floor: float = 0.0) -> LogLaw:
+    """Fit log y = a + b log x on >= 3 points with distinct x; `floor` bounds the scatter below."""
+    u, v = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    if u.size < MIN_LAW_CELLS or np.unique(u).size < 2:
+        raise UserError(f"a power law with a prediction interval needs >= {MIN_LAW_CELLS} points at >= 2 "
+                        f"distinct budgets, got {u.size}")
+    b, a = np.polyfit(u, v, 1)
+    resid = v - (a + b * u)
+    scatter = math.sqrt(float(resid @ resid) / (u.size - 2))
+    return LogLaw(float(a), float(b), int(u.size), float(u.mean()), float(((u - u.mean()) ** 2).sum()),
+                  max(scatter, floor))
+
+
+def fitted_allocation(table: pd.DataFrame, flops_list: Sequence[float], where: dict[str, str] | None = None,
+                      *, tolerance: float = 0.1, n_boot: int = 300, seed: int = 0,
+                      level: float = RECOMMEND_LEVEL) -> list[Allocation]:
+    """The recommendation at each budget of `flops_list`; UserError when the table cannot support it.
+
+    tolerance: the bracket search's tolerance (decades), the floor of eta*'s scatter.
+    """
+    runs = usable_runs(table).runs
+    if where:
+        runs = select_runs(runs, where)
+    kinds = runs["stage_kind"].astype(str) if "stage_kind" in runs.columns else pd.Series("", index=runs.index)
+    allocation_runs = runs[kinds.isin(ALLOCATION_KINDS)] if kinds.isin(ALLOCATION_KINDS).any() else runs
+    groups = split_groups(allocation_runs.reset_index(drop=True))
+    if len(groups) != 1:
+        raise UserError(f"{len(groups)} groups of comparable allocation runs ("
+                        f"{'; '.join(g.label for g in groups)}); "
+                        "a stage needs one: give each stage a single lambda, recipe and batch size")
+    fit = fit_group(groups[0], n_boot=n_boot, seed=seed)
+    optimum = runs[kinds == "optimum"]
+    lr_law = loss_law = None
+    if not optimum.empty:
+        lr_law, loss_law = optimum_laws(optimum, tolerance)
+    out = []
+    for flops in flops_list:
+        rec = recommend(fit, float(flops), level=level)
+        lr, lr_interval, lr_basis = rec["lr"], rec["lr_interval"], rec["lr_basis"]
+        loss, loss_interval, loss_basis = rec["predicted_loss"], rec["predicted_loss_interval"], rec["loss_basis"]
+        if lr_law is not None:
+            lr, lr_interval = lr_law.predict(flops, level)
+            lr_basis = f"eta*(C) on {lr_law.n} bracketed optimum cells (prediction interval)"
+        if loss_law is not None:
+            loss, loss_interval = loss_law.predict(flops, level)
+            loss_basis = f"L*(C) on the best loss of {loss_law.n} optimum cells (prediction interval)"
+        out.append(Allocation(float(flops), int(rec["features"]), int(rec["steps"]), lr, lr_interval, float(loss),
+                              loss_interval, lr_basis, loss_basis))
+    return out
+
+
+def optimum_laws(optimum: pd.DataFrame, tolerance: float) -> tuple[LogLaw, LogLaw]:
+    """eta*(C) on the interior cells' bracket optima and L*(C) on every cell's best loss."""
+    for col in ("cell_id", "budget", "lr_interior", "lr_optimum"):
+        if col not in optimum.columns:
+            raise UserError(f"optimum runs lack column {col!r} (not from a bracket-searched optimum stage)")
+    cells = optimum.groupby("cell_id").agg(budget=("budget", "first"), loss=("loss", "min"),
+                                           interior=("lr_interior", "first"), lr_star=("lr_optimum", "first"))
+    interior = cells[cells["interior"].map(lambda v: v is True or v == 1)]
+    if len(interior) < MIN_LAW_CELLS:
+        raise UserError(f"eta*(C) needs >= {MIN_LAW_CELLS} optimum cells whose LR search bracketed its optimum, "
+                        f"got {len(interior)} of {len(cells)}")
+    floor = tolerance * math.log(10) / 2 / math.sqrt(3)
+    lr_law = fit_loglaw(interior["budget"], interior["lr_star"], floor)
+    loss_law = fit_loglaw(cells["budget"], cells["loss"])
+    return lr_law, loss_law
