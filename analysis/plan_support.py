@@ -1,13 +1,17 @@
 """The laws a derived sweep stage needs: the recommended (m*, S*, eta*, L*) at given budgets.
 
-The allocation m*(C), S*(C) comes from `recommend` on the allocation runs (stage_kind grid or
-isoflop; the whole table when it has no stage columns), so it follows whatever `recommend`
-fits. When the table has bracket-searched `optimum` cells (seed 001's phase 2), eta*(C) and
-L*(C) are power laws fitted on those cells: eta* on the interior cells' optima (lr_optimum),
-L* on each cell's best loss. Their intervals are OLS prediction intervals in log space
-(Student t): parameter uncertainty plus the cells' scatter around the law, the scatter never
-below the resolution of the search (a uniform error over +/- tolerance/2 decades). Without
-optimum cells, eta* and L* are `recommend`'s.
+The allocation m*(C), S*(C) and the shape of the loss come from `recommend` on the allocation
+runs (stage_kind grid or isoflop; the whole table when it has no stage columns), so they follow
+whatever `recommend` fits. When the table has bracket-searched `optimum` cells (seed 001's
+phase 2), those cells correct it:
+- eta*(C) is a power law on the interior cells' optima (lr_optimum);
+- L*(C) = recommend's loss at C x r(C), where r is a power law in C fitted to each cell's best
+  loss over recommend's loss at the cell's budget: what tuning the LR (and the allocation law's
+  misfit) changes, measured where it was trained.
+Their intervals are OLS prediction intervals in log space (Student t: parameter uncertainty
+plus the cells' scatter around the law); eta*'s scatter is never below the resolution of the
+search (a uniform error over +/- tolerance/2 decades), and L*'s interval adds recommend's own
+(in quadrature, in log space). Without optimum cells, eta* and L* are `recommend`'s.
 """
 
 from __future__ import annotations
@@ -99,9 +103,10 @@ def fitted_allocation(table: pd.DataFrame, flops_list: Sequence[float], where: d
                         "a stage needs one: give each stage a single lambda, recipe and batch size")
     fit = fit_group(groups[0], n_boot=n_boot, seed=seed)
     optimum = runs[kinds == "optimum"]
-    lr_law = loss_law = None
+    lr_law = ratio_law = None
     if not optimum.empty:
-        lr_law, loss_law = optimum_laws(optimum, tolerance)
+        lr_law, ratio_law = optimum_laws(optimum, tolerance,
+                                         lambda c: recommend(fit, c, level=level)["predicted_loss"])
     out = []
     for flops in flops_list:
         rec = recommend(fit, float(flops), level=level)
@@ -110,16 +115,21 @@ def fitted_allocation(table: pd.DataFrame, flops_list: Sequence[float], where: d
         if lr_law is not None:
             lr, lr_interval = lr_law.predict(flops, level)
             lr_basis = f"eta*(C) on {lr_law.n} bracketed optimum cells (prediction interval)"
-        if loss_law is not None:
-            loss, loss_interval = loss_law.predict(flops, level)
-            loss_basis = f"L*(C) on the best loss of {loss_law.n} optimum cells (prediction interval)"
+        if ratio_law is not None:
+            ratio, (r_lo, r_hi) = ratio_law.predict(flops, level)
+            lo, hi = loss_interval or (loss, loss)
+            loss_interval = [loss * ratio * math.exp(-math.hypot(math.log(loss / lo), math.log(ratio / r_lo))),
+                             loss * ratio * math.exp(math.hypot(math.log(hi / loss), math.log(r_hi / ratio)))]
+            loss *= ratio
+            loss_basis = (f"{loss_basis} x r(C), r fitted on the best loss of {ratio_law.n} optimum cells "
+                          "over that prediction (prediction interval)")
         out.append(Allocation(float(flops), int(rec["features"]), int(rec["steps"]), lr, lr_interval, float(loss),
                               loss_interval, lr_basis, loss_basis))
     return out
 
 
-def optimum_laws(optimum: pd.DataFrame, tolerance: float) -> tuple[LogLaw, LogLaw]:
-    """eta*(C) on the interior cells' bracket optima and L*(C) on every cell's best loss."""
+def optimum_laws(optimum: pd.DataFrame, tolerance: float, predicted_loss) -> tuple[LogLaw, LogLaw]:
+    """eta*(C) on the interior cells' bracket optima; r(C) = best loss / predicted_loss(C) on every cell."""
     for col in ("cell_id", "budget", "lr_interior", "lr_optimum"):
         if col not in optimum.columns:
             raise UserError(f"optimum runs lack column {col!r} (not from a bracket-searched optimum stage)")
@@ -131,5 +141,5 @@ def optimum_laws(optimum: pd.DataFrame, tolerance: float) -> tuple[LogLaw, LogLa
                         f"got {len(interior)} of {len(cells)}")
     floor = tolerance * math.log(10) / 2 / math.sqrt(3)
     lr_law = fit_loglaw(interior["budget"], interior["lr_star"], floor)
-    loss_law = fit_loglaw(cells["budget"], cells["loss"])
-    return lr_law, loss_law
+    ratio = [loss / predicted_loss(float(c)) for c, loss in zip(cells["budget"], cells["loss"])]
+    return lr_law, fit_loglaw(cells["budget"], ratio)
