@@ -9,9 +9,10 @@ phase 2), those cells correct it:
   loss over recommend's loss at the cell's budget: what tuning the LR (and the allocation law's
   misfit) changes, measured where it was trained.
 Their intervals are OLS prediction intervals in log space (Student t: parameter uncertainty
-plus the cells' scatter around the law); eta*'s scatter is never below the resolution of the
-search (a uniform error over +/- tolerance/2 decades), and L*'s interval adds recommend's own
-(in quadrature, in log space). Without optimum cells, eta* and L* are `recommend`'s.
+plus the cells' scatter around the law) widened, with 4 or more budgets, by a model-misfit
+term: the gap between the line and a quadratic in log C at the target (the curvature the data
+show). eta*'s scatter is never below the resolution of the search (a uniform error over
++/- tolerance/2 decades), and L*'s interval adds recommend's own (in quadrature, in log space). Without optimum cells, eta* and L* are `recommend`'s.
 """
 
 from __future__ import annotations
@@ -61,14 +62,21 @@ class LogLaw:
     x_mean: float      # of log x
     sxx: float
     scatter: float     # residual standard deviation in log y (floored)
+    quadratic: tuple[float, float, float] | None = None   # log y = c2 u^2 + c1 u + c0 (>= 4 points)
 
     def predict(self, x: float, level: float = RECOMMEND_LEVEL) -> tuple[float, list[float]]:
-        """Point prediction and its `level` prediction interval at x."""
+        """Point prediction and its `level` prediction interval at x.
+
+        Half-width in log y: t x the prediction standard error, combined in quadrature with the
+        model-misfit term |quadratic - line| at x (the curvature the data show; 0 on a power law).
+        """
         u = math.log(x)
         centre = self.a + self.b * u
         se = self.scatter * math.sqrt(1 + 1 / self.n + (u - self.x_mean) ** 2 / self.sxx)
         t = float(stats.t.ppf(0.5 + level / 2, self.n - 2))
-        return math.exp(centre), [math.exp(centre - t * se), math.exp(centre + t * se)]
+        misfit = 0.0 if self.quadratic is None else abs(float(np.polyval(self.quadratic, u)) - centre)
+        half = math.hypot(t * se, misfit)
+        return math.exp(centre), [math.exp(centre - half), math.exp(centre + half)]
 
 
 def fit_loglaw(x: Sequence[float], y: Sequence[float], floor: float = 0.0) -> LogLaw:
@@ -80,8 +88,9 @@ def fit_loglaw(x: Sequence[float], y: Sequence[float], floor: float = 0.0) -> Lo
     b, a = np.polyfit(u, v, 1)
     resid = v - (a + b * u)
     scatter = math.sqrt(float(resid @ resid) / (u.size - 2))
+    quadratic = tuple(float(c) for c in np.polyfit(u, v, 2)) if np.unique(u).size >= 4 else None
     return LogLaw(float(a), float(b), int(u.size), float(u.mean()), float(((u - u.mean()) ** 2).sum()),
-                  max(scatter, floor))
+                  max(scatter, floor), quadratic)
 
 
 def fitted_allocation(table: pd.DataFrame, flops_list: Sequence[float], where: dict[str, str] | None = None,

@@ -84,6 +84,19 @@ def test_scatter_widens_the_interval_as_a_t_prediction_interval() -> None:
     assert hi == pytest.approx(math.exp(1 / 3 + T90[1] * se), rel=1e-5)
 
 
+def test_curvature_adds_a_misfit_term() -> None:
+    """log y = -0.1 (log x)^2 exactly: the interval reaches the quadratic's extrapolation."""
+    u = np.log([1.0, 10.0, 100.0, 1000.0])
+    law = fit_loglaw(np.exp(u), np.exp(-0.1 * u**2))
+    x0 = 1e4
+    y, (lo, hi) = law.predict(x0)
+    line = np.polyfit(u, -0.1 * u**2, 1)
+    assert y == pytest.approx(math.exp(np.polyval(line, math.log(x0))))
+    assert lo <= math.exp(-0.1 * math.log(x0) ** 2) * (1 + 1e-9) and lo < y < hi
+    flat = fit_loglaw(np.exp(u), np.exp(0.3 * u))           # a power law: no misfit, no scatter
+    assert flat.predict(x0)[1] == pytest.approx([x0**0.3, x0**0.3], rel=1e-9)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: table(interior=(True, False, False, True)), "eta*(C) needs >= 3 optimum cells whose LR search bracketed"),
     (lambda: pd.concat([table(), table(lam=2.0)], ignore_index=True), "2 groups of comparable allocation runs"),
