@@ -91,7 +91,6 @@ def test_killed_between_stages_resumes_to_the_frozen_plan(tmp_path: Path, tiny_s
     assert len(lines) >= 3 and all("done" in line for line in lines[:3])
 
 
-@pytest.mark.slow   # starts Ray and trains one stage: about 8 s on 2 cores
 def test_unfittable_laws_stop_with_one_line(tmp_path: Path, tiny_spec, local_ray) -> None:
     """Two features per budget: no IsoFLOP minimum and no surface, so the optimum stage cannot start."""
     stages = [{**STAGES[0], "design": {"kind": "isoflop", "budgets": [2e8], "features": [16, 32]}}, STAGES[1]]
