@@ -47,6 +47,7 @@ class Allocation:
     loss_interval: list[float] | None
     lr_basis: str
     loss_basis: str
+    lr_law: bool = False     # the LR comes from a fitted eta* law (not a fixed or best-seen LR)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -123,7 +124,7 @@ def fitted_allocation(table: pd.DataFrame, flops_list: Sequence[float], where: d
         loss, loss_interval, loss_basis = rec["predicted_loss"], rec["predicted_loss_interval"], rec["loss_basis"]
         if lr_law is not None:
             lr, lr_interval = lr_law.predict(flops, level)
-            lr_basis = f"eta*(C) on {lr_law.n} bracketed optimum cells (prediction interval)"
+            lr_basis = f"eta*(C) power law on {lr_law.n} bracketed optimum cells (prediction interval)"
         if ratio_law is not None:
             ratio, (r_lo, r_hi) = ratio_law.predict(flops, level)
             lo, hi = loss_interval or (loss, loss)
@@ -133,7 +134,8 @@ def fitted_allocation(table: pd.DataFrame, flops_list: Sequence[float], where: d
             loss_basis = (f"{loss_basis} x r(C), r fitted on the best loss of {ratio_law.n} optimum cells "
                           "over that prediction (prediction interval)")
         out.append(Allocation(float(flops), int(rec["features"]), int(rec["steps"]), lr, lr_interval, float(loss),
-                              loss_interval, lr_basis, loss_basis))
+                              loss_interval, lr_basis, loss_basis,
+                              lr_law is not None or bool(fit.lr is not None and fit.lr.laws)))
     return out
 
 

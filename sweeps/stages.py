@@ -165,7 +165,7 @@ def _derive(parsed: SweepSpec, index: int, spec: SweepSpec, store: ActivationSto
         alloc = _allocation(ok, [flops], field, tolerance)[0]
         if alloc.lr is None:
             raise UserError(f"{field}: no learning rate can be recommended from the earlier stages")
-        if "law" not in alloc.lr_basis:
+        if not alloc.lr_law:
             log(f"warning: {field}: no LR law yet; validating at {alloc.lr_basis} ({alloc.lr:.3g})")
         points = _validate_points(alloc, per_step)
         raw["lr"] = None
@@ -184,7 +184,7 @@ def _derive(parsed: SweepSpec, index: int, spec: SweepSpec, store: ActivationSto
             cells = [(p.m, p.steps, None if not math.isfinite(p.budget) else p.budget, a)
                      for p, a in zip(design, allocs)]
         law_start = bracket is not None and bracket.start == "law"
-        if law_start and not all("law" in a.lr_basis for _, _, _, a in cells):
+        if law_start and not all(a.lr_law for _, _, _, a in cells):
             raise UserError(f"{field}: lr.start: law, but no LR law can be fitted from the earlier stages yet "
                             f"({cells[0][3].lr_basis}); start from `recipe` or a number")
         points = [{"features": m, "steps": s, "budget": b, **({"lr_start": _round(a.lr)} if law_start else {})}

@@ -40,7 +40,7 @@ def fake_laws(features: int):
     """A stand-in for analysis.plan_support.fitted_allocation: m* = features at every budget."""
     def fitted(table, flops_list, where=None, **kwargs):
         assert set(table["stage"]) <= {"allocation", "lr"}   # only earlier stages' rows are seen
-        return [Allocation(float(c), features, 1, 2e-3, [1e-3, 4e-3], 1.0, [0.9, 1.1], "eta*(C) law", "L*(C)")
+        return [Allocation(float(c), features, 1, 2e-3, [1e-3, 4e-3], 1.0, [0.9, 1.1], "eta*(C) law", "L*(C)", True)
                 for c in flops_list]
     return fitted
 
@@ -141,3 +141,22 @@ def test_bracket_search_replays_rows_and_asks_only_missing_runs(tmp_path: Path, 
     assert search.ask() or search.done
     verdict = search.verdicts()[0]
     assert verdict["trials"] >= 7 and verdict["lr_optimum"] == pytest.approx(3e-3, rel=0.25)
+
+
+def test_law_start_without_an_lr_law_is_refused(tmp_path: Path, tiny_spec, monkeypatch) -> None:
+    """`lr.start: law` after a fixed-LR stage: the stage is refused with one line when it starts."""
+    stages = [STAGES[0], {**STAGES[1], "lr": {"search": "bracket", "start": "law"}}]
+    spec = load_spec(staged(tiny_spec, stages))
+    results = ResultsDir(tmp_path / "res")
+    results.write_row({"run_id": "a", "cell_id": "c", "status": "ok", "lr": 3e-3, "loss": 1.0, "flops": 1.0,
+                       "attempt": 1, "optuna_trial": -1, "stage": "allocation", "stage_kind": "isoflop"})
+    fixed = [Allocation(2e8, 24, 1, 3e-3, [3e-3, 3e-3], 1.0, [0.9, 1.1], "the sweep's fixed LR", "L", False)] * 2
+    monkeypatch.setattr(sweeps.stages, "fitted_allocation", lambda *a, **k: fixed)
+    store, _ = resolve_data(spec)
+    with pytest.raises(UserError) as err:
+        sweeps.stages._derive(spec, 1, sweeps.stages.stage_spec(spec, 1), store, results, lambda m: None)
+    assert str(err.value).startswith("stages.1 (lr): lr.start: law, but no LR law can be fitted")
+    with_law = [Allocation(2e8, 24, 1, 2e-3, [1e-3, 4e-3], 1.0, [0.9, 1.1], "eta*(C)", "L", True)] * 2
+    monkeypatch.setattr(sweeps.stages, "fitted_allocation", lambda *a, **k: with_law)
+    entry = sweeps.stages._derive(spec, 1, sweeps.stages.stage_spec(spec, 1), store, results, lambda m: None)
+    assert [p["lr_start"] for p in entry["spec"]["design"]["points"]] == [2e-3, 2e-3]

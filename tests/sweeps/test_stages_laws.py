@@ -64,7 +64,7 @@ def test_allocation_follows_the_surface_and_lr_the_optimum_cells() -> None:
     assert a.loss_interval[0] <= loss_law(c) <= a.loss_interval[1]      # exact data: only rounding scatter
     assert a.loss_interval[1] / a.loss_interval[0] < 1.001
     assert "x r(C), r fitted on the best loss of 4 optimum cells" in a.loss_basis
-    assert "eta*(C) on 4 bracketed optimum cells" in a.lr_basis
+    assert "eta*(C) power law on 4 bracketed optimum cells" in a.lr_basis and a.lr_law
 
 
 def test_unbracketed_cells_are_left_out_of_the_lr_law() -> None:
