@@ -12,7 +12,8 @@ Their intervals are OLS prediction intervals in log space (Student t: parameter 
 plus the cells' scatter around the law) widened, with 4 or more budgets, by a model-misfit
 term: the gap between the line and a quadratic in log C at the target (the curvature the data
 show). eta*'s scatter is never below the resolution of the search (a uniform error over
-+/- tolerance/2 decades), and L*'s interval adds recommend's own (in quadrature, in log space). Without optimum cells, eta* and L* are `recommend`'s.
++/- tolerance/2 decades), and L*'s interval adds recommend's own (in quadrature, in log space).
+Without optimum cells, eta* and L* are `recommend`'s.
 """
 
 from __future__ import annotations

@@ -154,7 +154,8 @@ def _derive(parsed: SweepSpec, index: int, spec: SweepSpec, store: ActivationSto
     ok = table[table["status"] == "ok"] if not table.empty else table
     if ok.empty:
         raise UserError(f"{field}: needs the laws of earlier stages, but they have no finished runs")
-    batch = RunConfig(spec.recipe, m=1, steps=1, batch_size=spec.batch_size, hparams=dict(spec.hparams)).resolve().batch_size
+    batch = RunConfig(spec.recipe, m=1, steps=1, batch_size=spec.batch_size,
+                      hparams=dict(spec.hparams)).resolve().batch_size
     per_step = lambda m: flops_per_token(store.n, m, store.o) * batch  # noqa: E731 - FLOPs of one step at m
     bracket = spec.lr_bracket
     tolerance = bracket.tolerance if bracket is not None else 0.1
@@ -284,7 +285,8 @@ def stage_lines(results_dir: str | Path) -> list[str]:
     summary = validation_summary(results_dir)
     if summary is not None:
         p = summary["predicted"]
-        lines.append(f"  validate at {summary['flops']:.3g} FLOPs: loss {summary['measured']['center']:.4g} vs predicted "
+        lines.append(f"  validate at {summary['flops']:.3g} FLOPs: loss {summary['measured']['center']:.4g} "
+                     f"vs predicted "
                      f"{p['loss']:.4g} {_fmt(p['loss_interval'])} (inside: {summary['loss_inside_interval']}); "
                      f"{100 * summary['center_vs_best_neighbour']:+.2f}% vs best neighbour "
                      f"({summary['best_neighbour']}); best LR {summary['best_lr_role']} in eta* interval "
