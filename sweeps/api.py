@@ -81,6 +81,10 @@ def run_sweep(spec: str | os.PathLike[str] | dict[str, Any] | SweepSpec,
         parsed.model_dump(mode="json", by_alias=True), sort_keys=False)
     results = ResultsDir(results_dir if results_dir is not None else Path("results") / parsed.name, warn=log)
     check_spec(parsed, results.path, address)
+    if parsed.stages is not None:
+        from sweeps.stages import run_staged
+
+        return run_staged(parsed, text, results.path, address, force, progress, log)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     store, data = resolve_data(parsed)
@@ -153,10 +157,16 @@ class _Sweep:
         self.trials: dict[str, int] = {}
         self.trained = 0
         self.write_s = 0.0
-        self.ctx = RowContext(self.spec.name, _version("ray"), _version("optuna"), git_sha())
+        self.ctx = RowContext(self.spec.name, _version("ray"), _version("optuna"), git_sha(), plan.stage,
+                              plan.stage_kind)
         self.search = None
         self.static: list[Pack] = []
-        if plan.searched:
+        if plan.spec.lr_bracket is not None:
+            from sweeps.bracket_search import BracketSearch
+
+            self.search = BracketSearch(plan, results, log)
+            self.skipped, self.done_flops = self.search.finished_runs, self.search.finished_flops
+        elif plan.searched:
             from sweeps.optuna_search import LRSearch
 
             url = self.spec.optuna_storage or f"sqlite:///{results.optuna_db.resolve()}"
@@ -275,8 +285,8 @@ def _manifest(plan: Plan, results: ResultsDir, previous: dict[str, Any] | None) 
         "data": {"kind": plan.data.kind, "path": plan.data.path, "content_hash": store.content_hash,
                  "store_id": store.store_id, "n": store.n, "o": store.o, "count": store.count},
         "plan": {"runs": plan.total_runs, "cells": len(plan.cells), "packs": packs,
-                 "flops": float(plan.total_flops), "lr_search": search is not None,
-                 "trials_per_cell": None if search is None else search.trials,
+                 "flops": float(plan.total_flops), "lr_search": plan.trials_per_cell is not None,
+                 "trials_per_cell": plan.trials_per_cell,
                  "run_ids": [r.run_id for r in plan.runs], "cell_ids": [c.cell_id for c in plan.cells]},
         "dropped": list(plan.dropped),
         "versions": {"saescale": _version("saescale"), "ray": _version("ray"), "optuna": _version("optuna"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from sae_core.errors import UserError
 from sae_core.config import ResolvedRun, RunConfig, stable_hash
@@ -20,7 +20,7 @@ from sae_core.flops import flops_per_token, run_flops
 from sae_core.memory import max_pack_size
 from sae_core.store import ActivationStore
 from sweeps.data import DataRef
-from sweeps.spec import GridDesign, SweepSpec
+from sweeps.spec import GridDesign, IsoflopDesign, PointsDesign, SweepSpec
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,10 @@ class Cell:
     flops: int                 # FLOPs of one run of this cell
     store_hash: str
 
-    def run(self, lr: float | None) -> PlannedRun:
-        """This cell at learning rate `lr` (None: the recipe default)."""
+    def run(self, lr: float | None, role: str = "") -> PlannedRun:
+        """This cell at learning rate `lr` (None: the recipe default); `role` in a validate stage."""
         resolved = replace(self.config, lr=lr).resolve()
-        return PlannedRun(resolved.key(self.store_hash), resolved, self.cell_id, self.budget, self.flops)
+        return PlannedRun(resolved.key(self.store_hash), resolved, self.cell_id, self.budget, self.flops, role)
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class PlannedRun:
     cell_id: str
     budget: float
     flops: int
+    role: str = ""             # validate stages: center, m_half, m_double, lr_half, lr_double
 
 
 @dataclass(frozen=True)
@@ -70,24 +71,33 @@ class Plan:
     store: ActivationStore
     data: DataRef
     cells: list[Cell]
-    runs: list[PlannedRun]                         # empty when lr is searched with Optuna
+    runs: list[PlannedRun]                         # empty when lr is searched (Optuna or bracket)
     dropped: list[str] = field(default_factory=list)  # warnings: infeasible or duplicate points
+    stage: str = ""                                # the stage's name ("" without stages)
+    stage_kind: str = ""                           # grid | isoflop | optimum | validate
+    starts: dict[str, float] = field(default_factory=dict)  # cell_id -> bracket start (frozen `start: law`)
 
     @property
     def searched(self) -> bool:
         return self.spec.lr_search is not None
 
     @property
+    def trials_per_cell(self) -> int | None:
+        """Target trials per cell of a searched LR (bracket: its max_trials, an upper bound)."""
+        search = self.spec.lr_search or self.spec.lr_bracket
+        return None if search is None else (search.trials if self.searched else search.max_trials)
+
+    @property
     def total_runs(self) -> int:
-        """Runs the sweep will have when done (Optuna: cells x target trials)."""
-        search = self.spec.lr_search
-        return len(self.cells) * search.trials if search is not None else len(self.runs)
+        """Runs the sweep will have when done (Optuna: cells x target trials; bracket: at most that)."""
+        trials = self.trials_per_cell
+        return len(self.cells) * trials if trials is not None else len(self.runs)
 
     @property
     def total_flops(self) -> int:
-        search = self.spec.lr_search
-        if search is not None:
-            return sum(c.flops for c in self.cells) * search.trials
+        trials = self.trials_per_cell
+        if trials is not None:
+            return sum(c.flops for c in self.cells) * trials
         return sum(r.flops for r in self.runs)
 
     def pack_cap(self, run: ResolvedRun) -> int:
@@ -116,15 +126,21 @@ class Plan:
         return packs
 
 
-def build_plan(spec: SweepSpec, store: ActivationStore, data: DataRef) -> Plan:
-    """Cells of the design x lambda x seeds, and (for an lr list) their runs; validated here."""
-    search = spec.lr_search
-    lrs: list[float | None] = [None] if spec.lr is None or search is not None else list(spec.lr)
+def build_plan(spec: SweepSpec, store: ActivationStore, data: DataRef, stage: str = "",
+               stage_kind: str | None = None) -> Plan:
+    """Cells of the design x lambda x seeds, and (for an lr list or per-point LRs) their runs.
+
+    stage, stage_kind: the stage this plan belongs to (a derived stage's design arrives here as
+    its frozen `points`, so its kind is passed in); default: no stage, the design's kind.
+    """
+    searched = spec.lr_search is not None or spec.lr_bracket is not None
+    lrs: list[float | None] = [None] if spec.lr is None or searched else list(spec.lr)
     lams: list[float | None] = [None] if spec.lam is None else list(spec.lam)
     points, dropped = _design_points(spec, store)
     cells: dict[str, Cell] = {}
     runs: dict[str, PlannedRun] = {}
-    for m, steps, budget in points:
+    starts: dict[str, float] = {}
+    for m, steps, budget, point_lr, role, lr_start in points:
         for lam in lams:
             for seed in spec.seeds:
                 config = RunConfig(spec.recipe, m=m, steps=steps, batch_size=spec.batch_size, lr=None, lam=lam,
@@ -133,23 +149,48 @@ def build_plan(spec: SweepSpec, store: ActivationStore, data: DataRef) -> Plan:
                 ident = {k: v for k, v in resolved.to_dict().items() if k != "lr"}
                 cell = Cell(stable_hash({**ident, "store_hash": store.content_hash}), config, budget,
                             run_flops(store.n, m, resolved.batch_size, steps, store.o), store.content_hash)
+                if point_lr is not None:   # an explicit point: its own LR; points may share a cell
+                    cell = cells.setdefault(cell.cell_id, cell)
+                    planned = cell.run(point_lr, role)
+                    runs.setdefault(planned.run_id, planned)
+                    continue
                 if cell.cell_id in cells:
                     dropped.append(f"design point m={m} steps={steps} (budget {budget:g}) duplicates the one "
                                    f"of budget {cells[cell.cell_id].budget:g}; kept once")
                     continue
                 cells[cell.cell_id] = cell
-                if search is None:
+                if lr_start is not None:
+                    starts[cell.cell_id] = lr_start
+                if not searched:
                     for lr in lrs:
-                        planned = cell.run(lr)
+                        planned = cell.run(lr, role)
                         runs.setdefault(planned.run_id, planned)
-    return Plan(spec, store, data, list(cells.values()), list(runs.values()), dropped)
+    kind = spec.design.kind if stage_kind is None else stage_kind
+    return Plan(spec, store, data, list(cells.values()), list(runs.values()), dropped, stage, kind, starts)
 
 
-def _design_points(spec: SweepSpec, store: ActivationStore) -> tuple[list[tuple[int, int, float]], list[str]]:
-    """(m, steps, budget) per design point; infeasible IsoFLOP points are dropped with a message."""
+class Point(NamedTuple):
+    """A design point: m, steps, budget; its own LR (None: the lr axis), role, bracket start."""
+
+    m: int
+    steps: int
+    budget: float
+    lr: float | None = None
+    role: str = ""
+    lr_start: float | None = None
+
+
+def _design_points(spec: SweepSpec, store: ActivationStore) -> tuple[list[Point], list[str]]:
+    """(m, steps, budget, lr, role) per design point; infeasible IsoFLOP points are dropped with a message."""
     design = spec.design
     if isinstance(design, GridDesign):
-        return [(m, s, math.nan) for m in design.features for s in design.steps], []
+        return [Point(m, s, math.nan) for m in design.features for s in design.steps], []
+    if isinstance(design, PointsDesign):
+        return [Point(p.features, p.steps, math.nan if p.budget is None else float(p.budget), p.lr, p.role,
+                      p.lr_start) for p in design.points], []
+    if not isinstance(design, IsoflopDesign):
+        raise UserError(f"design.kind: {design.kind if design else None} must be derived into points by its stage "
+                        "before planning")
     batch = _resolve(RunConfig(spec.recipe, m=1, steps=1, batch_size=spec.batch_size,
                                hparams=dict(spec.hparams)), store).batch_size
     points, dropped = [], []
@@ -161,7 +202,7 @@ def _design_points(spec: SweepSpec, store: ActivationStore) -> tuple[list[tuple[
                 dropped.append(f"infeasible IsoFLOP point budget={budget:g} m={m}: {budget / per_step:.3g} steps "
                                f"< min_steps {design.min_steps}; dropped")
                 continue
-            points.append((m, steps, float(budget)))
+            points.append(Point(m, steps, float(budget)))
     if not points:
         raise UserError("design: every IsoFLOP point is infeasible (budgets too small for these features; "
                         "see design.min_steps)")

@@ -1,13 +1,19 @@
 """Assemble result rows: sae_core's per-run columns plus the sweep's identity and provenance.
 
 Every row, whatever its status, has: run_id, sweep, cell_id, pack_id, pack_size, budget (NaN
-for grids), optuna_trial (-1 if none), attempt, started_at, finished_at, ray_version,
-optuna_version, git_sha, host, and sae_core's config/data/FLOP columns. Trained rows add the
+for grids), optuna_trial (-1 if none; a bracket search's trial number in its cell), attempt,
+started_at, finished_at, ray_version, optuna_version, git_sha, host, stage ("" without stages),
+stage_kind (grid | isoflop | optimum | validate), role ("" or, in a validate stage, center |
+m_half | m_double | lr_half | lr_double), lr_interior and lr_optimum (a bracket-searched cell's
+verdict, written to all its rows when its search ends: True when its best LR has a worse
+neighbour on both sides, and the optimum; null / NaN otherwise), and sae_core's
+config/data/FLOP columns. Trained rows add the
 metrics; failed rows carry the error and no metrics (never invented ones).
 """
 
 from __future__ import annotations
 
+import math
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +35,12 @@ class RowContext:
     ray_version: str
     optuna_version: str
     git_sha: str
+    stage: str = ""
+    stage_kind: str = ""
 
     def columns(self) -> dict[str, Any]:
         return {"sweep": self.sweep, "ray_version": self.ray_version, "optuna_version": self.optuna_version,
-                "git_sha": self.git_sha}
+                "git_sha": self.git_sha, "stage": self.stage, "stage_kind": self.stage_kind}
 
 
 def trained_row(ctx: RowContext, planned: PlannedRun, pack: Pack, row: dict[str, Any], attempt: int,
@@ -57,7 +65,8 @@ def failed_row(ctx: RowContext, planned: PlannedRun, pack: Pack, store: Activati
 def _plan_columns(ctx: RowContext, planned: PlannedRun, pack: Pack, attempt: int, optuna_trial: int) -> dict[str, Any]:
     return {"run_id": planned.run_id, "cell_id": planned.cell_id, "pack_id": pack.pack_id,
             "pack_size": len(pack.runs), "budget": float(planned.budget), "optuna_trial": int(optuna_trial),
-            "attempt": int(attempt), **ctx.columns()}
+            "attempt": int(attempt), "role": planned.role, "lr_interior": None, "lr_optimum": math.nan,
+            **ctx.columns()}
 
 
 def _ordered(row: dict[str, Any]) -> dict[str, Any]:

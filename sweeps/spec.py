@@ -150,7 +150,46 @@ class IsoflopDesign(BaseModel):
     min_steps: PositiveInt = 1
 
 
-Design = Annotated[Union[GridDesign, IsoflopDesign], Field(discriminator="kind")]
+class OptimumDesign(BaseModel):
+    """Stage design: one cell per budget at the compute-optimal m*(C), S*(C) fitted by earlier stages."""
+
+    model_config = _STRICT
+    kind: Literal["optimum"]
+    budgets: Axis[PositiveFloat]
+
+
+class ValidateDesign(BaseModel):
+    """Stage design: the recommendation at `factor` x the largest budget trained so far, with its
+    IsoFLOP neighbours (m*/2, 2m*) and LR neighbours (eta*/2, 2 eta*)."""
+
+    model_config = _STRICT
+    kind: Literal["validate"]
+    factor: Annotated[float, Field(gt=1)] = 10.0
+
+
+class DesignPoint(BaseModel):
+    """One explicit design point (a derived stage's plan is frozen as a list of these)."""
+
+    model_config = _STRICT
+    features: PositiveInt
+    steps: PositiveInt
+    budget: PositiveFloat | None = None
+    lr: PositiveFloat | None = None      # this point's LR; None: the spec's lr axis or search
+    role: Literal["", "center", "m_half", "m_double", "lr_half", "lr_double"] = ""
+    lr_start: PositiveFloat | None = None  # where a bracket search of this point starts (a frozen `start: law`)
+
+
+class PointsDesign(BaseModel):
+    """Explicit design points (the frozen form of an `optimum` or `validate` stage)."""
+
+    model_config = _STRICT
+    kind: Literal["points"]
+    points: Annotated[list[DesignPoint], Field(min_length=1)]
+
+
+Design = Annotated[Union[GridDesign, IsoflopDesign, OptimumDesign, ValidateDesign, PointsDesign],
+                   Field(discriminator="kind")]
+DERIVED_DESIGNS = ("optimum", "validate")   # kinds whose points come from the laws of earlier stages
 
 
 class OptunaLR(BaseModel):
@@ -172,12 +211,27 @@ class OptunaLR(BaseModel):
         return self
 
 
+class BracketLR(BaseModel):
+    """Bracketing LR search per cell (sweeps.bracket): expand by `factor` until the best LR is
+    interior, then refine with parabola steps until the bracket is narrower than `tolerance` decades."""
+
+    model_config = _STRICT
+    search: Literal["bracket"]
+    start: Union[Literal["law", "recipe"], PositiveFloat] = "recipe"
+    factor: Annotated[float, Field(gt=1)] = 2.0
+    tolerance: PositiveFloat = 0.1
+    max_trials: Annotated[int, Field(ge=3)] = 8
+
+
 def _lr_kind(value: Any) -> str:
+    if isinstance(value, BracketLR) or isinstance(value, dict) and value.get("search") == "bracket":
+        return "bracket"
     return "search" if isinstance(value, (dict, OptunaLR)) else "list"
 
 
 LRAxis = Annotated[Union[Annotated[Axis[PositiveFloat], Tag("list")],
-                         Annotated[OptunaLR, Tag("search")]], Discriminator(_lr_kind)]
+                         Annotated[OptunaLR, Tag("search")],
+                         Annotated[BracketLR, Tag("bracket")]], Discriminator(_lr_kind)]
 
 
 class Resources(BaseModel):
@@ -204,6 +258,41 @@ class Packing(BaseModel):
     memory_gb: PositiveFloat = 2.0
 
 
+class Stage(BaseModel):
+    """One stage of a staged sweep: a name and the top-level fields it overrides."""
+
+    model_config = _STRICT
+    name: str
+    design: Design | None = None
+    lr: LRAxis | None = None
+    lam: Axis[Annotated[float, Field(ge=0)]] | None = Field(None, alias="lambda")
+    recipe: str | None = None
+    batch_size: PositiveInt | None = None
+    hparams: dict[str, Any] | None = None
+    seeds: Axis[Annotated[int, Field(ge=0)]] | None = None
+    data_seed: Annotated[int, Field(ge=0)] | None = None
+    eval_max_rows: PositiveInt | None = None
+    downstream_windows: Annotated[int, Field(ge=0)] | None = None
+    resources: Resources | None = None
+    packing: Packing | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"must be letters, digits, '_', '.', '-', got {v!r}")
+        return v
+
+    @field_validator("lr", "lam", "seeds", mode="before")
+    @classmethod
+    def _scalar_to_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (int, float, str)) and not isinstance(v, bool) else v
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields this stage sets (by their spec names), to lay over the top-level ones."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"name"})
+
+
 class SweepSpec(BaseModel):
     """A whole sweep: data, recipe, design, LR/lambda/seed axes, resources, retries."""
 
@@ -212,7 +301,7 @@ class SweepSpec(BaseModel):
     activations: Activations
     recipe: str = "anthropic-2024-04"
     batch_size: PositiveInt | None = None
-    design: Design
+    design: Design | None = None   # required unless every stage sets its own
     lr: LRAxis | None = None
     lam: Axis[NonNegFloat] | None = Field(None, alias="lambda")
     seeds: Axis[NonNegInt] = [0]
@@ -225,6 +314,7 @@ class SweepSpec(BaseModel):
     retries: NonNegInt = 2
     checkpoint_every: NonNegInt = 1000
     optuna_storage: str | None = None
+    stages: Annotated[list[Stage], Field(min_length=1)] | None = None
 
     @field_validator("name")
     @classmethod
@@ -254,6 +344,11 @@ class SweepSpec(BaseModel):
         return [v] if isinstance(v, (int, float, str)) and not isinstance(v, bool) else v
 
     @property
+    def lr_bracket(self) -> BracketLR | None:
+        """The bracketing search settings, or None."""
+        return self.lr if isinstance(self.lr, BracketLR) else None
+
+    @property
     def lr_search(self) -> OptunaLR | None:
         """The Optuna search settings, or None when lr is a list (a grid axis)."""
         return self.lr if isinstance(self.lr, OptunaLR) else None
@@ -278,8 +373,8 @@ EXECUTION_FIELDS = ("resources", "packing", "retries", "checkpoint_every")
 SEARCH_EFFORT_FIELDS = ("trials", "parallel", "max_failed")
 
 # Tags of the discriminated unions; pydantic puts them into error locations, we drop them.
-_UNION_TAGS = {"activations": {"synthetic", "store", "lm"}, "design": {"grid", "isoflop"},
-               "lr": {"list", "search"}}
+_UNION_TAGS = {"activations": {"synthetic", "store", "lm"},
+               "design": {"grid", "isoflop", "optimum", "validate", "points"}, "lr": {"list", "search", "bracket"}}
 
 
 def load_spec(spec: str | os.PathLike[str] | dict[str, Any] | SweepSpec) -> SweepSpec:
@@ -301,7 +396,12 @@ def load_spec(spec: str | os.PathLike[str] | dict[str, Any] | SweepSpec) -> Swee
         parsed = SweepSpec.model_validate(raw)
     except ValidationError as exc:
         raise UserError(f"{where}: {format_errors(exc)}") from None
-    _check_hparams(parsed, where)
+    if parsed.stages is None:
+        _check_unstaged(parsed, where)
+        _check_hparams(parsed, where)
+    else:
+        for index in range(len(parsed.stages)):
+            _check_hparams(stage_spec(parsed, index, where), where)
     return parsed
 
 
@@ -317,6 +417,56 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _check_unstaged(spec: SweepSpec, where: str) -> None:
+    """Without stages: a design is required, and nothing may depend on laws of earlier stages."""
+    if spec.design is None:
+        raise UserError(f"{where}: design: required field missing")
+    if spec.design.kind in DERIVED_DESIGNS:
+        raise UserError(f"{where}: design.kind: {spec.design.kind} is derived from the laws of earlier stages; "
+                        "use it inside `stages:`")
+    if spec.lr_bracket is not None and spec.lr_bracket.start == "law":
+        raise UserError(f"{where}: lr.start: law needs the LR law of earlier stages; use `recipe` or a number")
+
+
+def stage_spec(spec: SweepSpec, index: int, where: str = "spec") -> SweepSpec:
+    """Stage `index` as a plain spec: the top-level fields with the stage's overrides laid over them.
+
+    Checks what can be checked before anything runs: distinct stage names, a design for every
+    stage, and that a derived design (optimum, validate) or `lr.start: law` has an earlier stage
+    whose laws it can use. Whether those laws can actually be fitted is known only when the stage
+    starts (sweeps.stages).
+    """
+    assert spec.stages is not None
+    names = [s.name for s in spec.stages]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"{where}: stages: names must be distinct, repeated: {repeated}")
+    stage = spec.stages[index]
+    field = f"stages.{index}"
+    raw = spec.model_dump(mode="json", by_alias=True, exclude={"stages"})
+    raw.update(stage.overrides())
+    if raw.get("design") is None:
+        raise UserError(f"{where}: {field}.design: required (no top-level design to inherit)")
+    kind = raw["design"]["kind"]
+    earlier = [_design_kind(spec, j) for j in range(index)]
+    if kind in DERIVED_DESIGNS and not any(k in ("grid", "isoflop") for k in earlier):
+        raise UserError(f"{where}: {field}.design.kind: {kind} needs an earlier grid or isoflop stage to fit "
+                        "the compute-optimal allocation from")
+    lr = raw.get("lr")
+    if isinstance(lr, dict) and lr.get("start") == "law" and index == 0:
+        raise UserError(f"{where}: {field}.lr.start: law needs an earlier stage to fit the LR law from")
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{where}: {field}: {format_errors(exc)}") from None
+
+
+def _design_kind(spec: SweepSpec, index: int) -> str | None:
+    stage = spec.stages[index]  # type: ignore[index]
+    design = stage.design if stage.design is not None else spec.design
+    return None if design is None else design.kind
 
 
 def parse_yaml(text: str, where: str) -> Any:
@@ -335,8 +485,9 @@ def format_errors(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = [str(x) for x in err["loc"]]
-        if len(loc) > 1 and loc[1] in _UNION_TAGS.get(loc[0], ()):
-            loc.pop(1)
+        for j in range(len(loc) - 1, 0, -1):   # also inside stages: stages.0.design.grid.steps
+            if loc[j] in _UNION_TAGS.get(loc[j - 1], ()):
+                loc.pop(j)
         field = ".".join(loc) or "spec"
         ctx = err.get("ctx") or {}
         if err["type"] == "extra_forbidden":

@@ -49,12 +49,14 @@ def status(
 ) -> None:
     """Done / failed / diverged / pending runs against the plan, FLOPs spent, time."""
     from sweeps.api import sweep_status
+    from sweeps.stages import stage_lines, validation_summary
 
     report = sweep_status(results)
     if as_json:
-        typer.echo(json.dumps(asdict(report), indent=1))
+        typer.echo(json.dumps({**asdict(report), "stages": stage_lines(results),
+                               "validation": validation_summary(results)}, indent=1, default=str))
     else:
-        typer.echo("\n".join(report.lines()))
+        typer.echo("\n".join(report.lines() + stage_lines(results)))
 
 
 def register(app: typer.Typer) -> None:
