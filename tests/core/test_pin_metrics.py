@@ -74,12 +74,13 @@ def test_evaluate_dense_and_dead_thresholds_by_hand():
 
 
 def test_mmcs_by_hand():
+    """Signed cosines, best learned row per TRUE direction, recovered above 0.9 (0.85 is not)."""
     dec = torch.tensor([[1.0, 0.0], [3.0, 3.0]])
-    truth = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, -1.0], [-1.0, 0.0], [0.95, 0.3122499]])
+    truth = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, -1.0], [-1.0, 0.0], [0.95, 0.3122499], [0.85, -0.5267827]])
     value, recovered = mmcs(dec, truth)
     r = 1 / math.sqrt(2)
-    c5 = 0.95 / math.hypot(0.95, 0.3122499)   # ~0.95 > 0.9 with row 0
-    best = [1.0, r, r, -r, c5]
-    assert value == pytest.approx(sum(best) / 5, rel=1e-6)
-    assert recovered == pytest.approx(2 / 5)
+    c5 = 0.95 / math.hypot(0.95, 0.3122499)   # ~0.95 with row 0
+    best = [1.0, r, r, -r, c5, 0.85]          # the last: cos 0.85 with row 0, ~0.23 with row 1
+    assert value == pytest.approx(sum(best) / 6, rel=1e-6)
+    assert recovered == pytest.approx(2 / 6)
     assert (value, recovered) == pytest.approx(ref.mmcs(dec.double(), truth.double()), rel=1e-6)
