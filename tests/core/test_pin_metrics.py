@@ -54,6 +54,11 @@ def test_evaluate_matches_hand_formulas(recipe):
         for key, value in expected.items():
             assert out[k][key] == pytest.approx(value, rel=1e-5, abs=1e-9), (key, k)
         assert out[k]["fvu"] > out[k]["nmse"]                       # centring matters on this data
+        # the loss is the objective at the final lambda, with the (tiny, lambda_P = 3e-6) pre-act term
+        parts = out[k]["mse"] + float(LAMS[k]) * out[k]["sparsity_term"] + out[k]["aux_term"]
+        assert out[k]["loss"] == pytest.approx(parts, rel=1e-12, abs=0)
+        assert out[k]["aux_term"] == pytest.approx(expected["aux_term"], rel=1e-5, abs=0)
+        assert (out[k]["aux_term"] > 0) == (recipe == "anthropic-2025-02")
         assert out[k]["sparsity_term"] > 0 and out[k]["loss"] > out[k]["mse"]
 
 
