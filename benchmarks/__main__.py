@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -102,16 +103,31 @@ def loader(n: int = 384, m: int = 4096, batch_size: int = 4096, steps: int = 200
             ["n", "m", "batch_size", "mode", "loader_rows_per_s", "train_tokens_per_s", "loader_over_training"])
 
 
+class Peer(str, Enum):
+    """The peer libraries `peer` can compare against."""
+
+    dictionary_learning = "dictionary-learning"
+    saelens = "saelens"
+
+
 @app.command()
 def peer(n: str = "64,384", m: str = "512,4096", batch_size: int = 4096, steps: int = 40,
-         install_peer: bool = typer.Option(False, help="pip-install the peer (dictionary-learning) into benchmarks/.peer"),
+         peer: Peer = typer.Option(Peer.dictionary_learning, "--peer", help="the peer library"),
+         install_peer: bool = typer.Option(False, help="install the peer first: dictionary-learning into benchmarks/.peer, "
+                                                        "SAELens into its own venv benchmarks/.peer/saelens"),
          out: Path = OUT) -> None:
-    """saescale's trainer against dictionary-learning's April-update trainer at equal shapes (CPU)."""
-    from benchmarks.peer import peer_comparison
+    """saescale's trainer against a peer's April-2024 ReLU SAE at equal shapes, steps and data (CPU)."""
+    from benchmarks.peer import PEERS, peer_comparison
+    try:
+        PEERS[peer.value][0](install_peer)       # a missing peer fails before any measurement
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     p = _peak("cpu", "fp32")
-    rows = [peer_comparison(a, b, batch_size, steps, install=install_peer) for a in _ints(n) for b in _ints(m)]
-    _report("peer", p, rows, out, ["n", "m", "batch_size", "steps", "ours_wall_s", "peer_wall_s", "speedup_vs_peer",
-                                   "ours_eval_loss", "peer_eval_loss"])
+    rows = [peer_comparison(a, b, batch_size, steps, peer=peer.value, install=install_peer)
+            for a in _ints(n) for b in _ints(m)]
+    _report(f"peer-{peer.value}", p, rows, out, ["n", "m", "batch_size", "steps", "ours_wall_s", "peer_wall_s",
+                                                "speedup_vs_peer", "ours_eval_loss", "peer_eval_loss"])
 
 
 @app.command()
@@ -132,5 +148,10 @@ def all_(device: str = "cpu", install_peer: bool = False, out: Path = OUT) -> No
     stacking(device=device, out=out)
     loader(out=out)
     if device == "cpu":
-        peer(out=out, install_peer=install_peer)
+        for name in Peer:
+            peer(peer=name, out=out, install_peer=install_peer)
         sweep(out=out)
+
+
+if __name__ == "__main__":
+    app()
