@@ -73,8 +73,13 @@ def _jumprelu_encode(w: dict[str, torch.Tensor], cfg: dict[str, Any], x: torch.T
     return h * (h > w["threshold"])
 
 
+def _gated_encode(w: dict[str, torch.Tensor], cfg: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
+    z = x @ w["W_enc"]
+    return (z + w["b_gate"] > 0) * torch.relu(z * w["r_mag"].exp() + w["b_mag"])
+
+
 # SAELens architecture name -> encoder of an export in raw units (weights, cfg, x) -> f.
-ENCODERS: dict[str, Any] = {"standard": _relu_encode, "jumprelu": _jumprelu_encode}
+ENCODERS: dict[str, Any] = {"standard": _relu_encode, "jumprelu": _jumprelu_encode, "gated": _gated_encode}
 
 
 @dataclass

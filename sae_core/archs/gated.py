@@ -132,7 +132,7 @@ DEEPMIND_2024_GATED = register_recipe(Recipe(
     defaults={
         **COMMON_DEFAULTS,
         "lr": 3e-4,                    # "learning rate 0.0003 for all Gated SAE experiments" (authors, LessWrong post)
-        "lambda": 1.0,                 # saescale choice for the normalised synthetic problem
+        "lambda": 4.0,                 # saescale choice for the normalised synthetic problem
         "batch_size": 4096,            # saescale choice (the same as seed 004's)
         "lr_decay_frac": 0.0,          # no LR schedule in the sources
         "lambda_warmup_frac": 0.05,    # seed 002 recommends warming lambda up; the span is seed 004's 5%

@@ -69,7 +69,7 @@ CUNNINGHAM_2023 = register_recipe(Recipe(
     defaults={
         **COMMON_DEFAULTS,
         "lr": 1e-3,                    # saescale choice (no value in the seed)
-        "lambda": 0.3,                 # saescale choice for the normalised synthetic problem
+        "lambda": 1.5,                 # saescale choice for the normalised synthetic problem
         "batch_size": 4096,            # saescale choice
         "lr_decay_frac": 0.0,          # no LR schedule in the source
         "lambda_warmup_frac": 0.0,     # no lambda warm-up in the source
