@@ -52,12 +52,12 @@ def test_loss_terms_and_gradients_by_hand():
     sae = _sae()
     W_e = [[1.0, -2.0, 0.5], [0.5, 1.0, -1.0]]           # [n=2, K*m=3] with K = 1
     _set(sae, W_e=torch.tensor(W_e).view(2, 1, 3), b_e=[[0.1, 0.2, -0.3]],
-         W_d=[[[0.6, 0.8], [1.0, 0.0], [0.0, -1.0]]], b_d=[[0.5, -0.5]])
+         W_d=[[[1.2, 1.6], [1.0, 0.0], [0.0, -0.5]]], b_d=[[0.5, -0.5]])   # rows not unit: L1 has no norms
     x = torch.tensor([[1.0, 2.0], [-1.0, 0.5]])
     # by hand: x_bar = x - b_d; f = relu(x_bar W_e + b_e); x_hat = f W_d + b_d
     xb = x - torch.tensor([0.5, -0.5])
     f = torch.relu(xb @ torch.tensor(W_e) + torch.tensor([0.1, 0.2, -0.3]))
-    x_hat = f @ torch.tensor([[0.6, 0.8], [1.0, 0.0], [0.0, -1.0]]) + torch.tensor([0.5, -0.5])
+    x_hat = f @ torch.tensor([[1.2, 1.6], [1.0, 0.0], [0.0, -0.5]]) + torch.tensor([0.5, -0.5])
     mse = ((x - x_hat) ** 2).sum(1).mean()
     l1 = f.sum(1).mean()
     t = sae.terms(x, x)

@@ -36,7 +36,7 @@ def test_parameters_are_one_matrix_and_an_encoder_bias():
 
 def test_loss_terms_and_gradients_by_hand():
     sae = _sae()
-    M = torch.tensor([[0.6, 0.8], [1.0, 0.0], [0.0, -1.0]])
+    M = torch.tensor([[1.2, 1.6], [1.0, 0.0], [0.0, -0.5]])    # rows not unit: L1 has no norms
     b = torch.tensor([0.1, -0.2, 0.3])
     with torch.no_grad():
         sae.params["W_d"].copy_(M.unsqueeze(0))
