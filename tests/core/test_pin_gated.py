@@ -19,8 +19,8 @@ SMALL = SyntheticConfig(n=32, m_true=64, tokens=100_000, mean_active=3.0, zipf_e
 
 W_GATE = [[1.0, -0.5], [0.5, 2.0]]                  # [n=2, m=2]
 PARAMS = dict(W_e=torch.tensor(W_GATE).view(2, 1, 2), b_e=[[0.1, -0.2]], r_mag=[[0.3, -0.4]],
-              b_mag=[[-0.5, 0.2]], W_d=[[[0.6, 0.8], [2.0, -1.0]]], b_d=[[0.25, -0.25]])
-X = torch.tensor([[1.0, 2.0], [-1.0, 0.5], [2.0, -1.0]])
+              b_mag=[[-2.0, 0.2]], W_d=[[[0.6, 0.8], [2.0, -1.0]]], b_d=[[0.25, -0.25]])
+X = torch.tensor([[1.0, 2.0], [-1.0, 0.5], [2.0, -1.0]])   # row 3, feature 0: gate open, magnitude < 0
 
 
 def _sae(K=1, n=2, m=2, **hp):
