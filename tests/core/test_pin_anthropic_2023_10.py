@@ -88,7 +88,7 @@ def test_initialisation():
     W_e = torch.rand(n, m, generator=gen) * 2 * a - a           # U(-1/sqrt(n), 1/sqrt(n)), untied
     assert torch.allclose(sae.params["W_d"][0], W_d)
     assert torch.allclose(sae.params["W_e"][:, 0, :], W_e)
-    assert float(sae.params["b_e"].abs().max()) == 0.0 and float(sae.params["b_d"].abs().max()) == 0.0
+    assert float(sae.params["b_e"].detach().abs().max()) == 0.0 and float(sae.params["b_d"].detach().abs().max()) == 0.0
 
 
 def test_b_d_starts_at_the_geometric_median():
