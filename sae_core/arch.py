@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from sae_core.errors import UserError
+from sae_core.flops import FLOPS_CONVENTION, flops_per_token
 from sae_core.fused import relu_sae_loss
 from sae_core.jumprelu import jumprelu
 
@@ -51,6 +52,8 @@ class StackedSAE:
       adjust_grads()             after backward, before clipping (e.g. project decoder gradients)
       after_step()               after the optimiser step (e.g. renormalise decoder rows)
       export_tensors(...)        raw-unit, SAELens-named tensors of one run's state
+      flops(n, m, o, hp)         training FLOPs per token and the convention's name (dense default)
+      resample_due(done), resample_rows(), resample(...)   dead-feature resampling (none by default)
     and it names the SAELens architecture of its export in `saelens_architecture`.
     """
 
@@ -81,6 +84,26 @@ class StackedSAE:
 
     def after_step(self) -> None:
         """Act on the parameters after each optimiser step (nothing by default)."""
+
+    @classmethod
+    def flops(cls, n: int, m: int, o: int, hp: dict[str, Any]) -> tuple[int, str]:
+        """Training FLOPs per token and the name of the convention counting them (dense by default)."""
+        return flops_per_token(n, m, o), FLOPS_CONVENTION
+
+    def resample_due(self, done: int) -> bool:
+        """Whether the trainer calls `resample` after step `done` (never by default)."""
+        return False
+
+    def resample_rows(self) -> int:
+        """Rows of (normalised) training data `resample` is given."""
+        return 0
+
+    def resample(self, done: int, sample_x: torch.Tensor, opt: Any, last_fired: torch.Tensor, tokens_seen: int) -> None:
+        """Re-initialise dead features after step `done` (nothing by default).
+
+        `last_fired` [K, m] holds the token count at each feature's last firing; `opt` is the
+        trainer's StackedAdam, whose state for re-initialised weights may be reset.
+        """
 
     @classmethod
     def export_tensors(cls, state: dict[str, torch.Tensor], hp: dict[str, Any], scale_x: float,

@@ -27,7 +27,6 @@ from sae_core.errors import UserError
 from sae_core.arch import ARCHS, RUN_DIMS, StackedSAE
 from sae_core.checkpoint import checkpoint_path, load_pack_checkpoints, remove_checkpoints, save_checkpoint
 from sae_core.config import ResolvedRun, RunConfig
-from sae_core.flops import FLOPS_CONVENTION, flops_per_token
 from sae_core.loader import BatchStream, data_sample, eval_batches
 from sae_core.metrics import evaluate, mmcs
 from sae_core.optim import StackedAdam, clip_grad_norm_per_run
@@ -223,6 +222,8 @@ class _PackTrainer:
                 for step in range(start, self.steps):
                     x, y = stream.batch(step)
                     self.last_loss = self._step(sae, opt, x, y, step, lrs, lams)
+                    if sae.resample_due(step + 1):
+                        self._resample(sae, opt, step + 1)
                     if step == start:  # pays one-time costs (data window, first-touch of buffers)
                         self.first_step_wall_s = time.perf_counter() - t0
                     if all(d is not None for d in self.diverged):
@@ -278,6 +279,11 @@ class _PackTrainer:
             self.last_fired[(terms.f_sum > 0) & alive.unsqueeze(1)] = self.tokens_seen
         return losses.detach().cpu()
 
+    def _resample(self, sae: StackedSAE, opt: StackedAdam, done: int) -> None:
+        """The architecture's dead-feature resampling after step `done`, on a sample of the train split."""
+        sample = data_sample(self.store, sae.resample_rows(), normalize=self.hp["normalize"]).to(self.device)
+        sae.resample(done, sample, opt, self.last_fired, self.tokens_seen)
+
     def _downstream(self, sae: StackedSAE) -> list[dict[str, Any]]:
         """Per-run downstream fidelity columns (sae_core.lm.downstream) when asked for, else none."""
         if self.opts.downstream_windows <= 0:
@@ -296,7 +302,7 @@ class _PackTrainer:
         downstream = self._downstream(sae)
         truth = self.store.ground_truth()
         m, n, o = sae.m, self.store.n, self.store.o
-        fpt = flops_per_token(n, m, o)
+        fpt, convention = sae.flops(n, m, o, self.hp)
         tokens = self.steps * self.batch_size
         results = []
         for k, run in enumerate(self.runs):
@@ -310,7 +316,7 @@ class _PackTrainer:
                 metrics["mmcs"], metrics["recovered_frac"] = float("nan"), float("nan")
             info = {
                 "n": n, "o": o, "tokens": tokens, "flops": fpt * tokens, "flops_per_token": fpt,
-                "flops_convention": FLOPS_CONVENTION, "pack_size": self.K,
+                "flops_convention": convention, "pack_size": self.K,
                 **self.store.describe(),
                 "wall_s": time.time() - started, "train_wall_s": self.train_wall_s, "eval_wall_s": eval_wall,
                 "first_step_wall_s": self.first_step_wall_s,
