@@ -2,7 +2,7 @@
 
 The table is the contract with the sweep package (DESIGN section 6): one row per run. Only
 `status == "ok"` rows with a finite positive loss are fitted; losses at different lambda,
-recipe, arch, n, o, batch size or FLOP convention are not comparable, so each such group is
+recipe, arch, n, o, batch size, TopK k or FLOP convention are not comparable, so each such group is
 fitted on its own. Within a group, each (m, steps) cell is represented by its best learning
 rate's loss (mean over seeds at that LR), as Anthropic fitted at fixed, near-optimal LR.
 """
@@ -18,8 +18,8 @@ import pandas as pd
 from sae_core.errors import UserError
 
 REQUIRED = ("m", "steps", "flops", "loss")
-GROUP_KEYS = ("recipe", "arch", "n", "o", "batch_size", "lambda", "flops_convention")
-NUMERIC = ("m", "steps", "flops", "loss", "lr", "batch_size", "lambda", "budget", "n", "o")
+GROUP_KEYS = ("recipe", "arch", "n", "o", "batch_size", "lambda", "k", "flops_convention")  # k: TopK recipes
+NUMERIC = ("m", "steps", "flops", "loss", "lr", "batch_size", "lambda", "k", "budget", "n", "o")
 K_RTOL = 1e-6  # flops / (m * steps) must agree this closely within a group
 
 
@@ -146,7 +146,7 @@ def split_groups(runs: pd.DataFrame) -> list[Group]:
     groups = []
     for values, part in parts:
         values = values if isinstance(values, tuple) else (values,)
-        key = {k: _plain(v) for k, v in zip(keys, values)}
+        key = {k: _plain(v) for k, v in zip(keys, values) if not (k == "k" and pd.isna(v))}  # no k: not TopK
         ratio = part["flops"] / (part["m"] * part["steps"])
         k = float(ratio.median())
         if not np.allclose(ratio, k, rtol=K_RTOL, atol=0):

@@ -55,6 +55,7 @@ def export_sae(state: dict[str, torch.Tensor], run: ResolvedRun, store: Activati
         "normalize_activations": "none",      # the scale is folded into the weights
         "model_name": source.get("model"), "hook_name": source.get("hook_name"),
         "hook_layer": source.get("layer"),
+        **ARCHS[run.recipe.arch].export_config(dict(run.hp)),
         "saescale": {
             "recipe": run.recipe.name, "config": run.to_dict(), "store_hash": store.content_hash,
             "norm_scale_folded": sx, "target_norm_scale_folded": sy, "decoder_norms_folded": True,
@@ -73,8 +74,14 @@ def _jumprelu_encode(w: dict[str, torch.Tensor], cfg: dict[str, Any], x: torch.T
     return h * (h > w["threshold"])
 
 
+def _topk_encode(w: dict[str, torch.Tensor], cfg: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
+    h = x @ w["W_enc"] + w["b_enc"]
+    vals, idx = h.topk(int(cfg["k"]), dim=-1)
+    return torch.zeros_like(h).scatter(-1, idx, torch.relu(vals))
+
+
 # SAELens architecture name -> encoder of an export in raw units (weights, cfg, x) -> f.
-ENCODERS: dict[str, Any] = {"standard": _relu_encode, "jumprelu": _jumprelu_encode}
+ENCODERS: dict[str, Any] = {"standard": _relu_encode, "jumprelu": _jumprelu_encode, "topk": _topk_encode}
 
 
 @dataclass

@@ -184,6 +184,7 @@ class SweepSpec(BaseModel):
     design: Design
     lr: LRAxis | None = None
     lam: Axis[Annotated[float, Field(ge=0)]] | None = Field(None, alias="lambda")
+    k: Axis[PositiveInt] | None = None      # TopK recipes' sparsity axis (where others sweep lambda)
     seeds: Axis[Annotated[int, Field(ge=0)]] = [0]
     data_seed: Annotated[int, Field(ge=0)] = 0
     hparams: dict[str, Any] = {}
@@ -208,7 +209,7 @@ class SweepSpec(BaseModel):
         get_recipe(v)  # UserError listing the known recipes
         return v
 
-    @field_validator("lr", "lam", "seeds", mode="before")
+    @field_validator("lr", "lam", "k", "seeds", mode="before")
     @classmethod
     def _scalar_to_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, (int, float, str)) and not isinstance(v, bool) else v
@@ -304,12 +305,25 @@ def format_errors(exc: ValidationError) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
+def _check_k_axis(spec: SweepSpec, defaults: Any, where: str) -> None:
+    """k is swept only for recipes with a k (TopK), and those do not sweep lambda."""
+    if "k" not in defaults:
+        if spec.k is not None:
+            raise UserError(f"{where}: k: recipe {spec.recipe} has no hyperparameter k (sweep lambda instead)")
+        return
+    if spec.lam is not None:
+        raise UserError(f"{where}: lambda: recipe {spec.recipe} has no sparsity coefficient; sweep k instead")
+    if "k" in spec.hparams:
+        raise UserError(f"{where}: hparams.k: set it with the top-level `k` field")
+
+
 def _check_hparams(spec: SweepSpec, where: str) -> None:
     """Recipe hyperparameter overrides are validated against the recipe now, not in a task."""
     recipe = get_recipe(spec.recipe)
     for key in ("lr", "lambda", "batch_size"):
         if key in spec.hparams:
             raise UserError(f"{where}: hparams.{key}: set it with the top-level `{key}` field")
+    _check_k_axis(spec, recipe.defaults, where)
     try:
         recipe.resolve(spec.hparams)
     except UserError as exc:
