@@ -113,6 +113,26 @@ def test_auxk_loss_value_and_coefficient() -> None:
     assert _toy([[0, 0, 0, 0]]).train_terms(torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([[3.0, 2.0, 1.0]])).aux.item() == 0.0
 
 
+def test_auxk_is_per_run_in_a_pack() -> None:
+    sae = _sae(K=2, overrides={"k": 1, "k_aux": 2})
+    W_d = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0.6, 0.8, 0]])
+    _set(sae, W_e=torch.eye(3, 4).unsqueeze(1).expand(3, 2, 4), b_e=torch.zeros(2, 4),
+         W_d=torch.stack([W_d, W_d]), b_d=torch.zeros(2, 3))
+    sae.before_step(torch.tensor([[0, 10_000_000, 0, 10_000_000], [0, 0, 0, 0]]))
+    x = torch.tensor([[3.0, 2.0, 1.0]])
+    # run 0 as in the single-run case (L_aux = 1); run 1 has no dead latent: no auxiliary loss
+    assert sae.train_terms(x, x).aux.tolist() == pytest.approx([1 / 32, 0.0])
+
+
+def test_training_loop_feeds_dead_latents_to_auxk(tmp_path) -> None:
+    x = np.random.default_rng(4).normal(size=(512, 8)).astype(np.float32)
+    store = write_store(tmp_path / "s", x, eval_rows=128)
+    short, default = (train(RunConfig(RECIPE, m=32, steps=4, batch_size=32, hparams={"k": 1, **extra}), store)
+                      for extra in ({"dead_window_tokens": 64}, {}))
+    assert short.metrics["aux_term"] > 0      # 32 latents, 1 per token: some never fire in 64 tokens
+    assert default.metrics["aux_term"] == 0.0
+
+
 def test_auxk_uses_top_k_aux_dead_latents_and_detached_error() -> None:
     sae = _toy([[0, 1, 1, 1]])
     sae.hp = {**sae.hp, "k_aux": 1}
@@ -232,6 +252,7 @@ def default_store(cache_dir):
     return synthetic_store(SyntheticConfig(), cache_dir)
 
 
+@pytest.mark.slow   # ~15 s of CPU (about a minute on the shared 2 cores)
 def test_quality_on_the_default_synthetic_problem(default_store) -> None:
     """README setting: m=1024, k=4, batch 1024, lr 3e-3, 1000 steps -> MMCS >= 0.85, L0 = k."""
     r = train(RunConfig(RECIPE, m=1024, steps=1000, batch_size=1024, lr=3e-3, hparams={"k": 4}), default_store)
