@@ -224,6 +224,8 @@ class SweepSpec(BaseModel):
         ident = self.model_dump(mode="json", by_alias=True, exclude=set(EXECUTION_FIELDS))
         for where in ("cache_dir", "out", "device", "batch_size"):   # where/how data is made, not what it is
             ident["activations"].pop(where, None)
+        if ident.get("k") is None:   # specs without a k axis keep the hash they had before it existed
+            ident.pop("k", None)
         if isinstance(ident["lr"], dict):
             ident["lr"] = {k: v for k, v in ident["lr"].items() if k not in SEARCH_EFFORT_FIELDS}
         return ident

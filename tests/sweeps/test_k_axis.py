@@ -35,9 +35,11 @@ def test_k_is_a_plan_axis_and_part_of_the_run_identity(tiny_spec) -> None:
     assert any(len({r.run.hp["k"] for r in p.runs}) == 2 for p in packs)
 
 
-def test_a_scalar_k_is_one_value(tiny_spec) -> None:
+def test_a_scalar_k_is_one_value_and_k_is_in_the_spec_identity(tiny_spec) -> None:
     spec = load_spec(_topk(tiny_spec, k=16))
-    assert spec.k == [16]
+    assert spec.k == [16] and spec.identity()["k"] == [16]
+    assert spec.spec_hash() != load_spec(_topk(tiny_spec, k=32)).spec_hash()
+    assert "k" not in load_spec(tiny_spec()).identity()   # older specs keep their hash
 
 
 def test_k_is_refused_for_recipes_without_it(tiny_spec) -> None:
