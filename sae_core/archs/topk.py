@@ -263,7 +263,7 @@ _TOPK_COMMON: dict[str, Any] = {
 }
 
 _NOTES = ("L = ||x - x_hat||^2 + auxk_coef ||e - e_hat||^2 (both sum over dims, mean over the batch, as the "
-          "paper's A.2 writes them; OpenAI's code normalises each by its own variance); lambda unused. "
+          "paper's A.2 writes them; OpenAI's code normalises each by its own variance); lambda unused (must be 0; sweep k). "
           "b_pre init: the sample mean, not the geometric median. FLOPs: the dense count "
           "sae-dense-4nm+6mo, because training uses dense matmuls (the AuxK decode, only with dead latents, "
           "is not counted; the paper puts it at ~10%).")
@@ -280,7 +280,8 @@ OPENAI_2024_TOPK = register_recipe(Recipe(
         "adam_eps": 6.25e-10,      # Adam epsilon of the paper / released code
     },
     notes=("TopK SAE: f = ReLU(TopK_k((x - b_pre) W_e + b_e)), x_hat = f W_d + b_pre; W_e = W_d^T at init, "
-           "unit-norm decoder rows with gradient projection. " + _NOTES),
+           "unit-norm decoder rows with gradient projection. L0 = k on every token with at least k positive "
+           "pre-activations (the ReLU, as in OpenAI's code and SAELens, zeroes the others). " + _NOTES),
 ))
 
 BATCHTOPK_2024 = register_recipe(Recipe(
