@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from sae_core.arch import ARCHS, StackedSAE, fold_decoder_norms
+from sae_core.arch import ARCHS, StackedSAE, Terms, fold_decoder_norms
 from sae_core.errors import UserError
 from sae_core.recipes import COMMON_DEFAULTS, Recipe, register_recipe
 
@@ -106,7 +106,8 @@ class TopKSAE(StackedSAE):
         return {"k": int(hp["k"])}
 
     @classmethod
-    def export_tensors(cls, state, hp, scale_x, scale_y):
+    def export_tensors(cls, state: dict[str, torch.Tensor], hp: dict[str, Any], scale_x: float,
+                       scale_y: float) -> dict[str, torch.Tensor]:
         """b_pre folded into the encoder bias (b_e - b_d W_e), then folded as the base class.
 
         Decoder rows are unit norm, so every latent is scaled alike and the top-k is unchanged.
@@ -140,7 +141,8 @@ class TopKSAE(StackedSAE):
     def before_step(self, since_fired: torch.Tensor) -> None:
         self.dead = since_fired >= int(self.hp["dead_window_tokens"])
 
-    def train_terms(self, x, y):
+    def train_terms(self, x: torch.Tensor, y: torch.Tensor) -> Terms:
+        """Loss terms with the training-time selection (BatchTopK: over the batch)."""
         self.training = True
         try:
             return self.terms(x, y)
@@ -216,7 +218,8 @@ class BatchTopKSAE(TopKSAE):
         return {}
 
     @classmethod
-    def export_tensors(cls, state, hp, scale_x, scale_y):
+    def export_tensors(cls, state: dict[str, torch.Tensor], hp: dict[str, Any], scale_x: float,
+                       scale_y: float) -> dict[str, torch.Tensor]:
         """As TopK, plus SAELens's per-latent JumpReLU threshold: theta times the folded scale."""
         out = super().export_tensors(state, hp, scale_x, scale_y)
         s = state["W_d"].double().div(scale_y).norm(dim=1)
@@ -230,7 +233,8 @@ class BatchTopKSAE(TopKSAE):
         theta = self.buffers[THRESHOLD].view(1, self.K, 1)
         return h * (h > theta)
 
-    def train_terms(self, x, y):
+    def train_terms(self, x: torch.Tensor, y: torch.Tensor) -> Terms:
+        """Training loss terms; the batch also updates the inference threshold."""
         terms = super().train_terms(x, y)
         self.update_threshold(terms.f)
         return terms
