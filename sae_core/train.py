@@ -289,7 +289,8 @@ class _PackTrainer:
         from sae_core.lm.downstream import score_pack
         states = [None if self.diverged[k] is not None else sae.run_state(k) for k in range(self.K)]
         return score_pack(self.store, states, arch=self.recipe.arch, hp=self.hp,
-                          windows=self.opts.downstream_windows, device=str(self.device))
+                          windows=self.opts.downstream_windows, device=str(self.device),
+                          run_hps=[dict(r.hp) for r in self.runs])
 
     def _finish(self, sae: StackedSAE, lams: torch.Tensor, started: float, resumed_from: int) -> list[RunResult]:
         t_eval = time.perf_counter()
