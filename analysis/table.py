@@ -159,7 +159,7 @@ def split_groups(runs: pd.DataFrame) -> list[Group]:
     groups = []
     for values, part in parts:
         values = values if isinstance(values, tuple) else (values,)
-        key = {k: _plain(v) for k, v in zip(keys, values)}
+        key = {k: _plain(v) for k, v in zip(keys, values) if not (k == "k" and pd.isna(v))}  # no k: not TopK
         ratio = part["flops"] / (part["m"] * part["steps"])
         k = float(ratio.median())
         if not np.allclose(ratio, k, rtol=K_RTOL, atol=0):

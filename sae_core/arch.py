@@ -48,21 +48,26 @@ class StackedSAE:
     An architecture is a subclass registered in ARCHS. Besides the forward pass and the loss
     terms it may override these hooks, which the trainer and the exporter call:
       validate_hp(hp)            reject bad recipe hyperparameters (UserError naming the key)
+      validate_shape(hp, m)      reject hyperparameters that do not fit m features
       data_sample_rows(hp)       rows of training data its initialisation needs (0: none)
+      before_step(since_fired)   before each training forward: tokens since each feature fired [K, m]
       adjust_grads()             after backward, before clipping (e.g. project decoder gradients)
       after_step()               after the optimiser step (e.g. renormalise decoder rows)
       export_tensors(...)        raw-unit, SAELens-named tensors of one run's state
       flops(n, m, o, hp)         training FLOPs per token and the convention's name (dense default)
       resample_due(done), resample_rows(), resample(...)   dead-feature resampling (none by default)
+      export_config(hp)          extra cfg.json fields of an export (e.g. TopK's k)
     and it names the SAELens architecture of its export in `saelens_architecture`.
     """
 
     arch = "base"
     saelens_architecture = "standard"
 
-    def __init__(self, K: int, n: int, o: int, m: int, hp: dict[str, Any], device: torch.device | str = "cpu"):
+    def __init__(self, K: int, n: int, o: int, m: int, hp: dict[str, Any], device: torch.device | str = "cpu",
+                 run_hps: list[dict[str, Any]] | None = None):
         self.K, self.n, self.o, self.m = K, n, o, m
         self.hp = hp
+        self.run_hps = list(run_hps) if run_hps is not None else [hp] * K  # per-run keys (e.g. TopK's k)
         self.device = torch.device(device)
         self.params: dict[str, torch.Tensor] = {}
         self._terms_fn = self._terms_tuple
@@ -75,9 +80,16 @@ class StackedSAE:
         """Raise UserError for hyperparameters this architecture cannot use (none by default)."""
 
     @classmethod
+    def validate_shape(cls, hp: dict[str, Any], m: int) -> None:
+        """Raise UserError for hyperparameters that do not fit m features (none by default)."""
+
+    @classmethod
     def data_sample_rows(cls, hp: dict[str, Any]) -> int:
         """Rows of (normalised) training data `init_params` needs as `sample_x`; 0 for none."""
         return 0
+
+    def before_step(self, since_fired: torch.Tensor) -> None:
+        """Before each training forward, see the tokens since each feature last fired [K, m] (unused by default)."""
 
     def adjust_grads(self) -> None:
         """Change gradients after backward and before clipping (nothing by default)."""
@@ -110,6 +122,11 @@ class StackedSAE:
                        scale_y: float) -> dict[str, torch.Tensor]:
         """One run's weights in raw units with unit-norm decoder rows, SAELens names (W_enc, ...)."""
         return fold_decoder_norms(state, scale_x, scale_y)
+
+    @classmethod
+    def export_config(cls, hp: dict[str, Any]) -> dict[str, Any]:
+        """Extra cfg.json fields of an export (none by default)."""
+        return {}
 
     # -- construction ---------------------------------------------------------------------
     def init_params(self, seeds: list[int], transcoder: bool, sample_x: torch.Tensor | None) -> None:

@@ -3,7 +3,7 @@
 A run is (recipe, m, steps, batch_size, lr, lambda, seed, data_seed, hyperparameter overrides)
 on a given activation store. `resolve()` fills every recipe default and validates, so the
 resolved dict is the run's complete identity (sweeps hash it into run_id). Runs whose
-resolved configs agree on everything but (lr, lambda, seed) share a *pack key*: they can be
+resolved configs agree on everything but (lr, lambda, seed, TopK's k) share a *pack key*: they can be
 trained together as one stacked module on one data stream.
 """
 
@@ -19,7 +19,7 @@ from sae_core.arch import ARCHS
 from sae_core.recipes import Recipe, get_recipe
 
 # Keys that may differ inside a pack: each stacked run has its own.
-PER_RUN_KEYS = ("lr", "lambda", "seed")
+PER_RUN_KEYS = ("lr", "lambda", "seed", "k")  # k: TopK recipes' sparsity
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class RunConfig:
         if hp["precision"] not in ("fp32", "tf32", "bf16"):
             raise UserError(f"precision must be fp32, tf32 or bf16, got {hp['precision']!r}")
         ARCHS[recipe.arch].validate_hp(hp)
+        ARCHS[recipe.arch].validate_shape(hp, int(self.m))
         for key in ("seed", "data_seed"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -6,7 +6,7 @@ has norm 1 and predictions are unchanged. The files are SAELens 6's: `sae_weight
 (W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_out], b_dec, plus threshold / b_gate, b_mag, r_mag
 as the architecture has them) and `cfg.json` (architecture, d_in, d_sae, dtype, device,
 apply_b_dec_to_input, normalize_activations, reshape_activations, the architecture's own fields
-from SAELENS_FIELDS, and `metadata` with sae_lens_version, model_name, hook_name, and
+from its export_config hook (TopK's k), and `metadata` with sae_lens_version, model_name, hook_name, and
 hook_name_out for transcoders). saescale's provenance is the extra `saescale` key, which
 SAELens ignores. `ENCODERS` maps a SAELens architecture name to its raw-unit encoder, the
 formula SAELens itself uses, so `load_sae` needs no SAELens.
@@ -42,13 +42,6 @@ def fold_weights(state: dict[str, torch.Tensor], scale_x: float, scale_y: float,
 # metadata.sae_lens_version take SAELens's pre-6.0 conversion path).
 SAELENS_VERSION = "6.0.0"
 
-# SAELens architecture name -> its config fields that come from the run's hyperparameters.
-# Decoder rows are unit norm after folding, so no architecture needs decoder-norm rescaling.
-SAELENS_FIELDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-    "topk": lambda hp: {"k": int(hp["k"]), "rescale_acts_by_decoder_norm": False},
-}
-
-
 def saelens_metadata(source: Mapping[str, Any], transcoder: bool) -> dict[str, Any]:
     """SAELens 6 `metadata`: the model and hook the store was read at, named even without a model.
 
@@ -78,7 +71,7 @@ def saelens_config(run: ResolvedRun, store: ActivationStore) -> dict[str, Any]:
         "apply_b_dec_to_input": False,         # any input centring is folded into b_enc
         "normalize_activations": "none",       # the scale is folded into the weights
         "reshape_activations": "none",
-        **SAELENS_FIELDS.get(arch, lambda hp: {})(run.hp),
+        **ARCHS[run.recipe.arch].export_config(dict(run.hp)),
         "metadata": saelens_metadata(store.meta.source, transcoder),
     }
 

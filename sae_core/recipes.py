@@ -133,4 +133,5 @@ ANTHROPIC_2025_02 = register_recipe(Recipe(
     notes=("JumpReLU SAE/transcoder, L = ||y - y_hat||^2 + lambda_S sum tanh(c |f_i| ||W_d,i||) "
            "+ lambda_P sum ReLU(exp(t_i) - h_i) ||W_d,i||; straight-through gradients to all parameters."),
 ))
-from sae_core.archs import gated, monosemanticity, tied  # noqa: E402,F401  registers recipes
+
+from sae_core.archs import topk  # noqa: E402,F401  registers recipes

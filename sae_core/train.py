@@ -82,7 +82,9 @@ class RunResult:
             "m": self.run.m, "steps": self.run.steps, "batch_size": self.run.batch_size,
             "lr": self.run.lr, "lambda": self.run.lam, "seed": self.run.seed, "data_seed": self.run.data_seed,
         }
-        row.update({f"hp_{k}": v for k, v in hp.items() if k not in ("lr", "lambda", "batch_size")})
+        if "k" in hp:  # TopK recipes' sparsity knob, a column like lambda
+            row["k"] = hp["k"]
+        row.update({f"hp_{k}": v for k, v in hp.items() if k not in ("lr", "lambda", "batch_size", "k")})
         row.update(self.info)
         row.update({"status": self.status, "error": self.error,
                     "diverged_step": -1 if self.diverged_step is None else self.diverged_step})
@@ -135,7 +137,7 @@ def train_pack(runs: Sequence[RunConfig | ResolvedRun], store: ActivationStore |
     if not resolved:
         raise ValueError("train_pack needs at least one run")
     if len({r.pack_key() for r in resolved}) != 1:
-        raise UserError("runs of a pack must agree on everything except lr, lambda and seed")
+        raise UserError("runs of a pack must agree on everything except lr, lambda, seed and k")
     store = store if isinstance(store, ActivationStore) else ActivationStore(store)
     names = list(names) if names is not None else [r.key(store.content_hash) for r in resolved]
     if len(names) != len(resolved) or len(set(names)) != len(names):
@@ -161,7 +163,8 @@ class _PackTrainer:
 
     def _build(self) -> tuple[StackedSAE, StackedAdam]:
         first = self.runs[0]
-        sae = ARCHS[self.recipe.arch](self.K, self.store.n, self.store.o, first.m, self.hp, self.device)
+        sae = ARCHS[self.recipe.arch](self.K, self.store.n, self.store.o, first.m, self.hp, self.device,
+                                      run_hps=[dict(r.hp) for r in self.runs])
         rows = ARCHS[self.recipe.arch].data_sample_rows(self.hp)
         sample = data_sample(self.store, rows, normalize=self.hp["normalize"]) if rows > 0 else None
         sae.init_params([r.seed for r in self.runs], self.transcoder, sample)
@@ -256,6 +259,7 @@ class _PackTrainer:
     def _step(self, sae: StackedSAE, opt: StackedAdam, x: torch.Tensor, y: torch.Tensor, step: int,
               lrs: torch.Tensor, lams: torch.Tensor) -> torch.Tensor:
         """One optimisation step for every live run; returns the per-run train losses [K]."""
+        sae.before_step(self.tokens_seen - self.last_fired)
         with precision_context(self.hp["precision"], self.device):
             terms = sae.train_terms(x, y)
             losses = terms.total(lams * lambda_factor(step, self.steps, self.hp["lambda_warmup_frac"])).float()
@@ -291,7 +295,8 @@ class _PackTrainer:
         from sae_core.lm.downstream import score_pack
         states = [None if self.diverged[k] is not None else sae.run_state(k) for k in range(self.K)]
         return score_pack(self.store, states, arch=self.recipe.arch, hp=self.hp,
-                          windows=self.opts.downstream_windows, device=str(self.device))
+                          windows=self.opts.downstream_windows, device=str(self.device),
+                          run_hps=[dict(r.hp) for r in self.runs])
 
     def _finish(self, sae: StackedSAE, lams: torch.Tensor, started: float, resumed_from: int) -> list[RunResult]:
         t_eval = time.perf_counter()

@@ -4,12 +4,13 @@ A *cell* is a design point with everything but the learning rate fixed (m, steps
 seed, ...); a *run* is a cell at one lr. `run_id` = hash of the run's full resolved config plus
 the data's content hash (`ResolvedRun.key`), so the same run in any sweep has the same id;
 `cell_id` is the same hash without lr. A *pack* is up to K runs that share a pack key (shape,
-steps, data stream: everything but lr, lambda, seed), trained as one stacked module in one
+steps, data stream: everything but lr, lambda, seed, TopK's k), trained as one stacked module in one
 task; K comes from the spec's packing settings and sae_core's memory estimate.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Iterable, NamedTuple
@@ -128,7 +129,7 @@ class Plan:
 
 def build_plan(spec: SweepSpec, store: ActivationStore, data: DataRef, stage: str = "",
                stage_kind: str | None = None) -> Plan:
-    """Cells of the design x lambda x seeds, and (for an lr list or per-point LRs) their runs.
+    """Cells of the design x lambda (or TopK's k) x seeds, and (for an lr list or per-point LRs) their runs.
 
     stage, stage_kind: the stage this plan belongs to (a derived stage's design arrives here as
     its frozen `points`, so its kind is passed in); default: no stage, the design's kind.
@@ -136,35 +137,36 @@ def build_plan(spec: SweepSpec, store: ActivationStore, data: DataRef, stage: st
     searched = spec.lr_search is not None or spec.lr_bracket is not None
     lrs: list[float | None] = [None] if spec.lr is None or searched else list(spec.lr)
     lams: list[float | None] = [None] if spec.lam is None else list(spec.lam)
+    ks: list[int | None] = [None] if spec.k is None else list(spec.k)
     points, dropped = _design_points(spec, store)
     cells: dict[str, Cell] = {}
     runs: dict[str, PlannedRun] = {}
     starts: dict[str, float] = {}
     for m, steps, budget, point_lr, role, lr_start in points:
-        for lam in lams:
-            for seed in spec.seeds:
-                config = RunConfig(spec.recipe, m=m, steps=steps, batch_size=spec.batch_size, lr=None, lam=lam,
-                                   seed=seed, data_seed=spec.data_seed, hparams=dict(spec.hparams))
-                resolved = _resolve(config, store)
-                ident = {k: v for k, v in resolved.to_dict().items() if k != "lr"}
-                cell = Cell(stable_hash({**ident, "store_hash": store.content_hash}), config, budget,
-                            run_flops(store.n, m, resolved.batch_size, steps, store.o), store.content_hash)
-                if point_lr is not None:   # an explicit point: its own LR; points may share a cell
-                    cell = cells.setdefault(cell.cell_id, cell)
-                    planned = cell.run(point_lr, role)
+        for lam, k, seed in itertools.product(lams, ks, spec.seeds):
+            hparams = dict(spec.hparams) if k is None else {**spec.hparams, "k": k}
+            config = RunConfig(spec.recipe, m=m, steps=steps, batch_size=spec.batch_size, lr=None, lam=lam,
+                               seed=seed, data_seed=spec.data_seed, hparams=hparams)
+            resolved = _resolve(config, store)
+            ident = {key: v for key, v in resolved.to_dict().items() if key != "lr"}
+            cell = Cell(stable_hash({**ident, "store_hash": store.content_hash}), config, budget,
+                        run_flops(store.n, m, resolved.batch_size, steps, store.o), store.content_hash)
+            if point_lr is not None:   # an explicit point: its own LR; points may share a cell
+                cell = cells.setdefault(cell.cell_id, cell)
+                planned = cell.run(point_lr, role)
+                runs.setdefault(planned.run_id, planned)
+                continue
+            if cell.cell_id in cells:
+                dropped.append(f"design point m={m} steps={steps} (budget {budget:g}) duplicates the one "
+                               f"of budget {cells[cell.cell_id].budget:g}; kept once")
+                continue
+            cells[cell.cell_id] = cell
+            if lr_start is not None:
+                starts[cell.cell_id] = lr_start
+            if not searched:
+                for lr in lrs:
+                    planned = cell.run(lr, role)
                     runs.setdefault(planned.run_id, planned)
-                    continue
-                if cell.cell_id in cells:
-                    dropped.append(f"design point m={m} steps={steps} (budget {budget:g}) duplicates the one "
-                                   f"of budget {cells[cell.cell_id].budget:g}; kept once")
-                    continue
-                cells[cell.cell_id] = cell
-                if lr_start is not None:
-                    starts[cell.cell_id] = lr_start
-                if not searched:
-                    for lr in lrs:
-                        planned = cell.run(lr, role)
-                        runs.setdefault(planned.run_id, planned)
     kind = spec.design.kind if stage_kind is None else stage_kind
     return Plan(spec, store, data, list(cells.values()), list(runs.values()), dropped, stage, kind, starts)
 

@@ -304,6 +304,7 @@ class SweepSpec(BaseModel):
     design: Design | None = None   # required unless every stage sets its own
     lr: LRAxis | None = None
     lam: Axis[NonNegFloat] | None = Field(None, alias="lambda")
+    k: Axis[PositiveInt] | None = None      # TopK recipes' sparsity axis (where others sweep lambda)
     seeds: Axis[NonNegInt] = [0]
     data_seed: NonNegInt = 0
     hparams: dict[str, Any] = {}
@@ -338,7 +339,7 @@ class SweepSpec(BaseModel):
                     raise ValueError(f"{key} must be a finite number, got {x!r}")
         return v
 
-    @field_validator("lr", "lam", "seeds", mode="before")
+    @field_validator("lr", "lam", "k", "seeds", mode="before")
     @classmethod
     def _scalar_to_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, (int, float, str)) and not isinstance(v, bool) else v
@@ -358,6 +359,8 @@ class SweepSpec(BaseModel):
         ident = self.model_dump(mode="json", by_alias=True, exclude=set(EXECUTION_FIELDS))
         for where in ("cache_dir", "out", "device", "batch_size"):   # where/how data is made, not what it is
             ident["activations"].pop(where, None)
+        if ident.get("k") is None:   # specs without a k axis keep the hash they had before it existed
+            ident.pop("k", None)
         if isinstance(ident["lr"], dict):
             ident["lr"] = {k: v for k, v in ident["lr"].items() if k not in SEARCH_EFFORT_FIELDS}
         return ident
@@ -509,12 +512,25 @@ def format_errors(exc: ValidationError) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
+def _check_k_axis(spec: SweepSpec, defaults: Any, where: str) -> None:
+    """k is swept only for recipes with a k (TopK), and those do not sweep lambda."""
+    if "k" not in defaults:
+        if spec.k is not None:
+            raise UserError(f"{where}: k: recipe {spec.recipe} has no hyperparameter k (sweep lambda instead)")
+        return
+    if spec.lam is not None:
+        raise UserError(f"{where}: lambda: recipe {spec.recipe} has no sparsity coefficient; sweep k instead")
+    if "k" in spec.hparams:
+        raise UserError(f"{where}: hparams.k: set it with the top-level `k` field")
+
+
 def _check_hparams(spec: SweepSpec, where: str) -> None:
     """Recipe hyperparameter overrides are validated against the recipe now, not in a task."""
     recipe = get_recipe(spec.recipe)
     for key in ("lr", "lambda", "batch_size"):
         if key in spec.hparams:
             raise UserError(f"{where}: hparams.{key}: set it with the top-level `{key}` field")
+    _check_k_axis(spec, recipe.defaults, where)
     try:
         recipe.resolve(spec.hparams)
     except UserError as exc:

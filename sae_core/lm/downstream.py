@@ -178,7 +178,8 @@ def sentence_embedding(last_hidden: torch.Tensor, mask: torch.Tensor) -> torch.T
 
 
 def score_pack(store: ActivationStore, states: list[dict[str, torch.Tensor] | None], *, arch: str,
-               hp: dict[str, Any], windows: int, device: str = "cpu") -> list[dict[str, Any]]:
+               hp: dict[str, Any], windows: int, device: str = "cpu",
+               run_hps: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Downstream columns for each trained run of a pack (None = diverged: NaN columns).
 
     `states` are runs' normalised-space parameters (StackedSAE.run_state); each is folded to raw
@@ -203,10 +204,11 @@ def score_pack(store: ActivationStore, states: list[dict[str, torch.Tensor] | No
     config = {"architecture": ARCHS[arch].saelens_architecture}
     evaluate = DownstreamEval(store, windows=windows, device=device)
     out = []
-    for state in states:
+    for state, run_hp in zip(states, run_hps or [hp] * len(states)):   # run_hps: per-run keys (TopK's k)
         if state is None:
             out.append({**empty, "downstream_skipped": "run diverged"})
             continue
-        weights = {k: t.to(evaluate.lm.device) for k, t in fold_weights(state, sx, sy, arch, hp).items()}
-        out.append({**evaluate(ExportedSAE(weights, config)), "downstream_skipped": ""})
+        weights = {k: t.to(evaluate.lm.device) for k, t in fold_weights(state, sx, sy, arch, run_hp).items()}
+        run_config = {**config, **ARCHS[arch].export_config(run_hp)}
+        out.append({**evaluate(ExportedSAE(weights, run_config)), "downstream_skipped": ""})
     return out

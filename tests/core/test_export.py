@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from sae_core.config import RunConfig
-from sae_core.export import SAELENS_FIELDS, ExportedSAE, export_sae, fold_weights, load_sae, saelens_metadata
+from sae_core.arch import ARCHS
+from sae_core.export import ExportedSAE, export_sae, fold_weights, load_sae, saelens_metadata
 from sae_core.train import TrainOptions, train
 from tests.core.helpers import write_store
 
@@ -56,7 +57,7 @@ def test_metadata_of_a_language_model_store():
 
 
 def test_topk_fields_and_encoder_by_hand():
-    assert SAELENS_FIELDS["topk"]({"k": 2, "lambda": 1.0}) == {"k": 2, "rescale_acts_by_decoder_norm": False}
+    assert ARCHS["topk"].export_config({"k": 2, "lambda": 1.0}) == {"k": 2, "rescale_acts_by_decoder_norm": False}
     w = {"W_enc": torch.eye(4), "b_enc": torch.tensor([0.0, 0.0, 0.0, -10.0]),
          "W_dec": torch.eye(4), "b_dec": torch.zeros(4)}
     sae = ExportedSAE(w, {"architecture": "topk", "k": 2})
