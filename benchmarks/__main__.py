@@ -127,12 +127,15 @@ def peer(n: str = "64,384", m: str = "512,4096", batch_size: int = 4096, steps: 
 
 
 @app.command()
-def sweep(spec: Path = Path("sweeps/specs/quickstart.yaml"), results: Optional[Path] = None, out: Path = OUT) -> None:
+def sweep(spec: Path = Path("sweeps/specs/quickstart.yaml"), results: Optional[Path] = None,
+          gpus: Annotated[float, typer.Option(help="override resources.gpus per pack (0: the spec's); "
+                                                   "the peak is then the GPU's fp32 peak")] = 0.0,
+          out: Path = OUT) -> None:
     """Quickstart sweep efficiency: run FLOPs over (wall x peak), and orchestration seconds per run."""
     from benchmarks.sweep import sweep_efficiency
-    p = _peak("cpu", "fp32")
-    row = sweep_efficiency(spec, p["flops_per_s"], results)
-    _report("sweep", p, [row], out, ["runs", "packs", "slots", "wall_s", "ray_start_s", "train_wall_s",
+    p = _peak("cuda" if gpus > 0 else "cpu", "fp32")
+    row = sweep_efficiency(spec, p["flops_per_s"], results, gpus=gpus)
+    _report("sweep", p, [row], out, ["gpus_per_pack", "runs", "packs", "slots", "wall_s", "ray_start_s", "train_wall_s",
                                      "eval_wall_s", "total_flops", "efficiency", "overhead_s_per_run"])
 
 
