@@ -78,6 +78,14 @@ def relu_sae_loss(x: torch.Tensor, y: torch.Tensor, W_e: torch.Tensor, b_e: torc
     return _ReluSAELoss.apply(x, y, W_e, b_e, W_d, b_d, {} if workspace is None else workspace)
 
 
+def _ones(workspace: dict, B: int, like: torch.Tensor) -> torch.Tensor:
+    """A [1, B] row of ones: batch sums as GEMVs (ones @ A), faster than sum(0) over the outer dim."""
+    ones = workspace.get("ones")
+    if ones is None or ones.shape[1] != B or ones.dtype != like.dtype or ones.device != like.device:
+        ones = workspace["ones"] = torch.ones(1, B, dtype=like.dtype, device=like.device)
+    return ones
+
+
 class _JumpReluSAELoss(torch.autograd.Function):
     """Seed 000's JumpReLU loss for K stacked runs with a hand-written backward (see jumprelu_sae_loss).
 
@@ -96,7 +104,8 @@ class _JumpReluSAELoss(torch.autograd.Function):
                  N_w0 = #rows with -eps/2 < h' <= 0 (the window's inactive rows, where d aux/d f = -p)
       dW_d = f^T dy + (W_d,i / d_i) dd_i,  dd_i = Q_i / d_i + g_a lambda_p R_i / B,  Q_i = sum_b f a (1 - T^2)
     The backward overwrites the saved activations (it runs once per forward: no retain_graph).
-    Ties h = theta exactly (measure zero) count as below the threshold in the pre-act gradient.
+    Counts come from sums of sign(h') (N = (B + sum sign h') / 2), and every batch sum is a GEMV
+    with a row of ones; so ties h = theta exactly (measure zero) count half on each side.
     """
 
     @staticmethod
@@ -111,10 +120,13 @@ class _JumpReluSAELoss(torch.autograd.Function):
         err = torch.baddbmm(b_d.unsqueeze(1), f.transpose(0, 1), W_d).sub_(y)      # y_hat - y: [K, B, o]
         mse = err.pow(2).sum(-1).mean(-1)
         dec_norm = W_d.norm(dim=-1)                                                 # [K, m]
-        T = torch.mul(f.transpose(0, 1), (c * dec_norm).unsqueeze(1), out=_buffer(workspace, "T", (K, B, m), x))
-        sparsity = T.tanh_().sum((1, 2)) / B
-        f_sum = f.sum(0)
-        inactive = B - torch.count_nonzero(f, dim=0).to(x.dtype)                   # B - N: [K, m]
+        ones = _ones(workspace, B, x)
+        T = _buffer(workspace, "T", (K, B, m), x)
+        signs = torch.sign(hs, out=T.view(B, K, m))                                 # T's buffer as scratch
+        inactive = (B - (ones @ signs.view(B, K * m)).view(K, m)) / 2                # B - N (N = #active)
+        torch.mul(f.transpose(0, 1), (c * dec_norm).unsqueeze(1), out=T)
+        sparsity = T.tanh_().view(K, B * m).sum(1) / B
+        f_sum = (ones @ f.view(B, K * m)).view(K, m)
         x_sum = None
         if preact_on == "h":
             x_sum = x.sum(0)
@@ -140,16 +152,19 @@ class _JumpReluSAELoss(torch.autograd.Function):
         p = (g_a * lambda_p / B).unsqueeze(1) * dec_norm                             # [K, m]
         dW_d = torch.bmm(f.transpose(0, 1).transpose(1, 2), dy)                      # [K, m, o]
         df = torch.ops.aten.tanh_backward.grad_input(a.unsqueeze(1), T, grad_input=T)   # a (1 - T^2), in T's buffer
+        ones = _ones(ctx.workspace, B, x)
         scratch = f.transpose(0, 1)                                                  # f's buffer, free after Q
-        Q = torch.mul(f.transpose(0, 1), df, out=scratch).sum(1)                     # sum_b f a (1 - T^2): [K, m]
+        torch.mul(f.transpose(0, 1), df, out=scratch)
+        Q = (ones @ f.view(B, K * m)).view(K, m)                                     # sum_b f a (1 - T^2)
         torch.baddbmm(df, dy, W_d.transpose(1, 2), out=df)                           # + dy W_d^T
-        window = torch.ops.aten.hardtanh_backward.grad_input(df, hs.transpose(0, 1), -eps / 2, eps / 2,
-                                                             grad_input=scratch).sum(1)   # S_w: [K, m]
+        torch.ops.aten.hardtanh_backward.grad_input(df, hs.transpose(0, 1), -eps / 2, eps / 2, grad_input=scratch)
+        window = (ones @ f.view(B, K * m)).view(K, m)                                # S_w
         if preact_on == "h":
             df.add_(p.unsqueeze(1))
             dt = theta * (p * inactive - window / eps)
         else:
-            edge = B - torch.count_nonzero(hs > -eps / 2, dim=0).to(x.dtype)        # rows with h' <= -eps/2
+            signs = torch.sign(torch.add(hs, eps / 2, out=f), out=f)                 # sign(h' + eps/2)
+            edge = (B - (ones @ signs.view(B, K * m)).view(K, m)) / 2                # rows with h' <= -eps/2
             window_inactive = inactive - edge                                        # -eps/2 < h' <= 0
             dt = theta * (p * inactive - (window - p * window_inactive) / eps)
         # dh = df [h' > 0], written by the ReLU-backward kernel into the encoder's [B, K, m] layout
@@ -157,7 +172,7 @@ class _JumpReluSAELoss(torch.autograd.Function):
         torch.ops.aten.threshold_backward.grad_input(df.transpose(0, 1), hs, 0.0, grad_input=hs)
         dh = hs.reshape(B, K * m)
         dW_e = (x.T @ dh).view(n, K, m)
-        db_e = hs.sum(0)
+        db_e = (ones @ dh).view(K, m)
         if preact_on == "h":   # the rank-1 part of dh = [h' > 0] (df + p) - p
             dW_e.sub_(x_sum.view(n, 1, 1) * p)
             db_e.sub_(B * p)

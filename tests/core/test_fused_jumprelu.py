@@ -56,7 +56,7 @@ def test_fused_jumprelu_matches_autograd(K: int, preact_on: str, transcoder: boo
             tanh_c=hp["tanh_c"], bandwidth=hp["bandwidth"], lambda_p=hp["lambda_p"], preact_on=preact_on,
             workspace=workspace)
         ((w_mse * mse).sum() + (lam * sparsity).sum() + (w_aux * aux).sum()).backward()
-    assert set(workspace) == {"h", "f", "T"}
+    assert set(workspace) == {"h", "f", "T", "ones"}
     for got, want in ((mse, ref.mse), (sparsity, ref.sparsity), (aux, ref.aux), (f_sum, ref.f_sum)):
         assert torch.allclose(got, want.detach(), rtol=1e-12, atol=1e-12)
     for k, p in params.items():
