@@ -1,4 +1,4 @@
-"""`python -m benchmarks {peak,trainer,stacking,loader,peer,sweep,bookkeeping,all}`: print a table, write JSON.
+"""`python -m benchmarks {peak,trainer,stacking,loader,peer,sweep,slots,bookkeeping,all}`: print a table, write JSON.
 
 Every ratio is taken against the matmul peak measured in the same process at the start of
 the command, so numbers from different machines are comparable as fractions.
@@ -140,6 +140,16 @@ def sweep(spec: Path = Path("sweeps/specs/quickstart.yaml"), results: Optional[P
 
 
 @app.command()
+def slots(spec: Path = Path("sweeps/specs/quickstart.yaml"), packs: int = 6, out: Path = OUT) -> None:
+    """Where a sweep slot's time goes per pack (start-up, training, eval), with a fresh vs a kept batch stream."""
+    from benchmarks.slots import slot_breakdown
+    p = _peak("cpu", "fp32")
+    _report("slots", p, slot_breakdown(spec, packs), out,
+            ["mode", "packs", "wall_s_per_pack", "first_step_s_per_pack", "steady_train_s_per_pack",
+             "eval_s_per_pack", "other_s_per_pack", "eval_share", "startup_share"])
+
+
+@app.command()
 def bookkeeping(runs: str = "1000,10000", bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of the fit")] = 20,
                 out: Path = OUT) -> None:
     """Plan, record, compact, status and fit: milliseconds per run for N fabricated finished runs (no training)."""
@@ -164,6 +174,7 @@ def all_(device: str = "cpu", install_peer: bool = False, out: Path = OUT) -> No
         except RuntimeError as exc:   # the peer is not installed: say so and go on with the rest
             print(f"peer: skipped ({exc})")
         sweep(out=out)
+        slots(out=out)
         bookkeeping(out=out)
 
 

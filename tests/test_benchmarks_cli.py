@@ -32,6 +32,7 @@ TOY_ARGS: dict[str, list[str]] = {
     "loader": ["--n", "16", "--m", "32", "--batch-size", "64", "--steps", "3"],
     "sweep": ["--spec", "{spec}"],
     "bookkeeping": ["--runs", "16", "--bootstrap", "0"],
+    "slots": ["--spec", "{spec}", "--packs", "1"],
 }
 HELP_ONLY = {"peer": "needs the peer library, installed only on request into benchmarks/.peer",
              "all": "runs every other command at full size; test_all_calls_every_command checks its composition"}
@@ -69,6 +70,9 @@ def test_command_prints_a_table_and_writes_json(command: str, tmp_path: Path) ->
         assert first["vs_first_recipe"] == 1.0
         assert second["vs_first_recipe"] == pytest.approx(second["steady_fraction_of_peak"]
                                                           / first["steady_fraction_of_peak"])
+    if command == "slots":   # both modes trained the same pack; shares are fractions of its wall
+        assert [r["mode"] for r in content["rows"]] == ["fresh", "kept"]
+        assert all(0 <= r["eval_share"] <= 1 and r["packs"] == 1 for r in content["rows"])
     if command == "bookkeeping":   # k = ceil(sqrt(16 / 4)) = 2 features x 2 steps x 4 lrs = 16 runs
         (row,) = content["rows"]
         assert row["runs"] == 16
