@@ -1,4 +1,4 @@
-"""`python -m benchmarks {peak,trainer,stacking,loader,peer,sweep,all}`: print a table, write JSON.
+"""`python -m benchmarks {peak,trainer,stacking,loader,peer,sweep,slots,bookkeeping,all}`: print a table, write JSON.
 
 Every ratio is taken against the matmul peak measured in the same process at the start of
 the command, so numbers from different machines are comparable as fractions.
@@ -11,12 +11,12 @@ import platform
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import torch
 import typer
 
-from benchmarks.peak import matmul_peak
+from benchmarks.peak import configure, matmul_peak
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="saescale performance harness (ratios over the device's measured matmul peak).")
@@ -24,10 +24,16 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 @app.callback()
-def _threads(threads: int = typer.Option(0, help="torch threads for every measurement (0: torch's default, "
-                                                    "the core count; sweep tasks run with their resources.cpus)")) -> None:
+def _settings(threads: int = typer.Option(0, help="torch threads for every measurement (0: torch's default, "
+                                                     "the core count; sweep tasks run with their resources.cpus)"),
+              peak_sizes: str = typer.Option("", help="square GEMM sizes of the peak measurement, e.g. 64 "
+                                                      "(default: 1024,2048,3072 on CPU, 4096,8192 on GPU)"),
+              peak_seconds: float = typer.Option(0.0, help="seconds per peak GEMM size (0: 1 s, 0.5 s "
+                                                           "for the trainer's per-repeat peaks)")) -> None:
+    """Settings shared by every subcommand (threads, and the peak measurement's size for toy runs)."""
     if threads:
         torch.set_num_threads(threads)
+    configure(tuple(_ints(peak_sizes)) or None, peak_seconds or None)
 
 
 def _ints(text: str) -> list[int]:
@@ -54,7 +60,7 @@ def _report(name: str, peak: dict[str, Any], rows: list[dict[str, Any]], out: Pa
         table.add_column(c, justify="right")
     for r in rows:
         table.add_row(*[f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in columns])
-    Console().print(table)
+    Console(width=max(Console().width, 200)).print(table)   # all columns, also when stdout is a pipe
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({"benchmark": name, "peak": peak, "rows": rows, "host": platform.node(),
@@ -72,14 +78,19 @@ def peak(device: str = "cpu", precision: str = "fp32", out: Path = OUT) -> None:
 @app.command()
 def trainer(n: str = "64,384,768", m: str = "512,4096,8192,32768", batch_size: int = 4096, device: str = "cpu",
             precision: str = "fp32", seconds: float = 4.0, compile: bool = False, repeats: int = 3,
+            recipe: Annotated[str, typer.Option(help="recipe, or several comma-separated: measured interleaved, "
+                                                     "each row also over the first's")] = "anthropic-2024-04",
             out: Path = OUT) -> None:
     """Single-run training FLOP/s (4nm+6mo per token) as a fraction of the matmul peak (best of repeats)."""
     from benchmarks.trainer import trainer_efficiency
+    recipes = tuple(r for r in recipe.split(",") if r)
     p = _peak(device, precision)
     rows = trainer_efficiency([(a, b) for a in _ints(n) for b in _ints(m)], p["flops_per_s"], batch_size=batch_size,
-                              seconds=seconds, device=device, precision=precision, compile=compile, repeats=repeats)
-    _report("trainer", p, rows, out, ["n", "m", "batch_size", "steps", "precision", "tokens_per_s", "flops_per_s",
-                                      "peak_flops_per_s", "fraction_of_peak", "steady_fraction_of_peak"])
+                              seconds=seconds, device=device, precision=precision, compile=compile, repeats=repeats,
+                              recipes=recipes)
+    _report("trainer", p, rows, out, ["recipe", "n", "m", "batch_size", "steps", "precision", "tokens_per_s",
+                                      "flops_per_s", "peak_flops_per_s", "fraction_of_peak",
+                                      "steady_fraction_of_peak", "vs_first_recipe"])
 
 
 @app.command()
@@ -131,26 +142,56 @@ def peer(n: str = "64,384", m: str = "512,4096", batch_size: int = 4096, steps: 
 
 
 @app.command()
-def sweep(spec: Path = Path("sweeps/specs/quickstart.yaml"), results: Optional[Path] = None, out: Path = OUT) -> None:
+def sweep(spec: Path = Path("sweeps/specs/quickstart.yaml"), results: Optional[Path] = None,
+          gpus: Annotated[float, typer.Option(help="override resources.gpus per pack (0: the spec's); "
+                                                   "the peak is then the GPU's fp32 peak")] = 0.0,
+          out: Path = OUT) -> None:
     """Quickstart sweep efficiency: run FLOPs over (wall x peak), and orchestration seconds per run."""
     from benchmarks.sweep import sweep_efficiency
-    p = _peak("cpu", "fp32")
-    row = sweep_efficiency(spec, p["flops_per_s"], results)
-    _report("sweep", p, [row], out, ["runs", "packs", "slots", "wall_s", "ray_start_s", "train_wall_s",
+    p = _peak("cuda" if gpus > 0 else "cpu", "fp32")
+    row = sweep_efficiency(spec, p["flops_per_s"], results, gpus=gpus)
+    _report("sweep", p, [row], out, ["gpus_per_pack", "runs", "packs", "slots", "wall_s", "ray_start_s", "train_wall_s",
                                      "eval_wall_s", "total_flops", "efficiency", "overhead_s_per_run"])
+
+
+@app.command()
+def slots(spec: Path = Path("sweeps/specs/quickstart.yaml"), packs: int = 6, out: Path = OUT) -> None:
+    """Where a sweep slot's time goes per pack (start-up, training, eval), with a fresh vs a kept batch stream."""
+    from benchmarks.slots import slot_breakdown
+    p = _peak("cpu", "fp32")
+    _report("slots", p, slot_breakdown(spec, packs), out,
+            ["mode", "packs", "wall_s_per_pack", "first_step_s_per_pack", "steady_train_s_per_pack",
+             "eval_s_per_pack", "other_s_per_pack", "eval_share", "startup_share"])
+
+
+@app.command()
+def bookkeeping(runs: str = "1000,10000", bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of the fit")] = 20,
+                out: Path = OUT) -> None:
+    """Plan, record, compact, status and fit: milliseconds per run for N fabricated finished runs (no training)."""
+    from benchmarks.bookkeeping import bookkeeping_row
+    p = _peak("cpu", "fp32")
+    rows = [bookkeeping_row(r, bootstrap) for r in _ints(runs)]
+    _report("bookkeeping", p, rows, out, ["runs", "record_method", "plan_ms_per_run", "record_ms_per_run",
+                                          "compact_ms_per_run", "status_ms_per_run", "fit_ms_per_run",
+                                          "record_plus_compact_ms_per_run"])
 
 
 @app.command("all")
 def all_(device: str = "cpu", install_peer: bool = False, out: Path = OUT) -> None:
-    """Every benchmark at its default settings."""
+    """Every benchmark at its default settings (the peer only when installed or --install-peer)."""
     peak(device=device, out=out)
     trainer(device=device, out=out)
     stacking(device=device, out=out)
     loader(out=out)
     if device == "cpu":
         for name in Peer:
-            peer(peer=name, out=out, install_peer=install_peer)
+            try:
+                peer(peer=name, out=out, install_peer=install_peer)
+            except RuntimeError as exc:   # the peer is not installed: say so and go on
+                print(f"peer {name.value}: skipped ({exc})")
         sweep(out=out)
+        slots(out=out)
+        bookkeeping(out=out)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,15 @@ import time
 
 import torch
 
+# Sizes and seconds of the peak measurement when a caller gives none; `configure` changes them
+# for a whole command (`python -m benchmarks --peak-sizes 64 --peak-seconds 0.05 ...` at toy sizes).
+_DEFAULTS: dict[str, object] = {"sizes": None, "seconds": None}
+
+
+def configure(sizes: tuple[int, ...] | None, seconds: float | None) -> None:
+    """Set the default GEMM sizes and seconds of every later `matmul_peak` call (None: built-in)."""
+    _DEFAULTS["sizes"], _DEFAULTS["seconds"] = sizes, seconds
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -13,14 +22,16 @@ def _sync(device: torch.device) -> None:
 
 
 def matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                sizes: tuple[int, ...] | None = None, seconds: float = 1.0) -> dict[str, float]:
+                sizes: tuple[int, ...] | None = None, seconds: float | None = None) -> dict[str, float]:
     """Best achieved FLOP/s of square GEMMs (2 n^3 FLOPs each) over `sizes`, each timed >= `seconds`.
 
     On CUDA, fp32 GEMMs run with TF32 disabled unless dtype is given as "tf32" by the caller
     via torch.backends settings; bf16 uses bf16 inputs and outputs.
     """
     device = torch.device(device)
-    sizes = sizes or ((1024, 2048, 3072) if device.type == "cpu" else (4096, 8192))
+    configured = _DEFAULTS["seconds"]
+    seconds = float(configured) if configured is not None else (1.0 if seconds is None else seconds)
+    sizes = sizes or _DEFAULTS["sizes"] or ((1024, 2048, 3072) if device.type == "cpu" else (4096, 8192))
     best, best_size = 0.0, 0
     for n in sizes:
         a = torch.randn(n, n, device=device, dtype=dtype)

@@ -17,20 +17,33 @@ from typing import Any
 import pandas as pd
 
 
-def sweep_efficiency(spec: Path, peak: float, results: Path | None = None) -> dict[str, Any]:
-    """Run `spec` into a fresh results directory and measure it (see module docstring)."""
+def sweep_efficiency(spec: Path, peak: float, results: Path | None = None, gpus: float = 0.0) -> dict[str, Any]:
+    """Run `spec` into a fresh results directory and measure it (see module docstring).
+
+    gpus > 0 overrides the spec's `resources.gpus` (e.g. 0.25: four packs share a GPU); its
+    slots are then GPU shares (packs running at once), counted against the first GPU."""
+    import yaml
+
     from sweeps import load_spec, run_sweep
 
     parsed = load_spec(spec)
+    source: Path | dict[str, Any] = spec
+    if gpus > 0:
+        source = yaml.safe_load(Path(spec).read_text())
+        source["resources"] = {**source.get("resources", {}), "gpus": gpus}
+        parsed = load_spec(source)
     with tempfile.TemporaryDirectory(prefix="saescale-bench-") as tmp:
         out = results or Path(tmp) / parsed.name
-        summary = run_sweep(spec, results_dir=out, progress=False, log=lambda _msg: None)
+        summary = run_sweep(source, results_dir=out, progress=False, log=lambda _msg: None)
         rows = pd.read_parquet(Path(out) / "results.parquet")
     packs = rows.drop_duplicates("pack_id")
-    slots = max(1, int((os.cpu_count() or 1) // parsed.resources.cpus)) if parsed.resources.gpus == 0 else 1
+    if parsed.resources.gpus == 0:
+        slots = max(1, int((os.cpu_count() or 1) // parsed.resources.cpus))
+    else:
+        slots = max(1, int(1 // parsed.resources.gpus))
     train_slot_s = float(packs["train_wall_s"].sum())
     return {
-        "runs": int(len(rows)), "packs": int(len(packs)), "slots": slots, "wall_s": summary.wall_s,
+        "gpus_per_pack": parsed.resources.gpus, "runs": int(len(rows)), "packs": int(len(packs)), "slots": slots, "wall_s": summary.wall_s,
         "ray_start_s": summary.timings.get("ray_start_s", float("nan")), "data_s": summary.timings.get("data_s", 0.0),
         "train_wall_s": train_slot_s, "eval_wall_s": float(packs["eval_wall_s"].sum()),
         "total_flops": float(rows["flops"].sum()),

@@ -20,7 +20,7 @@ import torch
 
 from sae_core.errors import UserError
 from sae_core.flops import FLOPS_CONVENTION, flops_per_token
-from sae_core.fused import relu_sae_loss
+from sae_core.fused import jumprelu_sae_loss, relu_sae_loss
 from sae_core.jumprelu import jumprelu
 
 RUN_DIMS = {"W_e": 1, "b_e": 0, "W_d": 0, "b_d": 0, "log_threshold": 0}
@@ -297,6 +297,16 @@ class JumpReluSAE(StackedSAE):
 
     def activate(self, h: torch.Tensor) -> torch.Tensor:
         return jumprelu(h, self.params["log_threshold"], self.hp["bandwidth"])
+
+    def train_terms(self, x: torch.Tensor, y: torch.Tensor) -> Terms:
+        """The fused forward/backward (sae_core.fused) unless compiled or under bf16 autocast."""
+        if self.compiled or self.hp["precision"] == "bf16":
+            return self.terms(x, y)
+        p, hp = self.params, self.hp
+        mse, sparsity, aux, f_sum = jumprelu_sae_loss(
+            x, y, p["W_e"], p["b_e"], p["W_d"], p["b_d"], p["log_threshold"], tanh_c=hp["tanh_c"],
+            bandwidth=hp["bandwidth"], lambda_p=hp["lambda_p"], preact_on=hp["preact_on"], workspace=self._workspace)
+        return Terms(mse=mse, sparsity=sparsity, aux=aux, f_sum=f_sum)
 
     def _penalties(self, h, f, dec_norm):
         c = self.hp["tanh_c"]

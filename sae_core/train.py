@@ -59,6 +59,7 @@ class TrainOptions:
     compile: bool = False               # torch.compile the forward + loss
     downstream_windows: int = 0         # >0: splice each run into the store's model on this many held-out windows
     keep_weights: bool = False          # return each run's final weights in RunResult.weights
+    reuse_stream: bool = False          # keep the batch stream (its loaded data) for the next pack in this process
 
 
 @dataclass
@@ -121,6 +122,27 @@ def _sigterm_flag() -> Iterator[threading.Event]:
         yield flag
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# The last batch stream of this process, kept when TrainOptions.reuse_stream (sweep tasks): a
+# worker's next pack on the same data starts without reloading and re-checking the train split.
+# A stream's batches are a pure function of the step, so sharing it cannot change any batch.
+_KEPT_STREAM: dict[tuple, BatchStream] = {}
+
+
+def _stream(store: ActivationStore, batch_size: int, data_seed: int, device: torch.device, normalize: bool,
+            reuse: bool) -> BatchStream:
+    """A BatchStream for these settings: the kept one when `reuse` and the settings match, else a new one."""
+    key = (str(store.path), store.content_hash, batch_size, data_seed, str(device), normalize)
+    if reuse and key in _KEPT_STREAM:
+        return _KEPT_STREAM[key]
+    stream = BatchStream(store, batch_size, data_seed, device=device, normalize=normalize)
+    if reuse:   # keep one stream only: its window can be the whole train split
+        for old in _KEPT_STREAM.values():
+            old.close()
+        _KEPT_STREAM.clear()
+        _KEPT_STREAM[key] = stream
+    return stream
 
 
 def train(run: RunConfig | ResolvedRun, store: ActivationStore | str | os.PathLike[str],
@@ -214,8 +236,8 @@ class _PackTrainer:
         resumed_from = start
         lrs = torch.tensor([r.lr for r in self.runs], device=self.device)
         lams = torch.tensor([r.lam for r in self.runs], device=self.device)
-        stream = BatchStream(self.store, self.batch_size, self.runs[0].data_seed, device=self.device,
-                             normalize=self.hp["normalize"])
+        stream = _stream(self.store, self.batch_size, self.runs[0].data_seed, self.device, self.hp["normalize"],
+                         self.opts.reuse_stream)
         show = self.opts.progress if self.opts.progress is not None else sys.stderr.isatty()
         bar = tqdm(total=self.steps, initial=start, disable=not show, unit="step", dynamic_ncols=True,
                    desc=f"{self.recipe.name} m={sae.m} x{self.K}", file=sys.stderr)
@@ -248,7 +270,8 @@ class _PackTrainer:
                 self.train_wall_s += time.perf_counter() - t0
         finally:
             bar.close()
-            stream.close()
+            if not self.opts.reuse_stream:
+                stream.close()
         if self.opts.checkpoint_dir is not None and resumed_from < self.steps:
             self._save(sae, opt, self.steps)
         results = self._finish(sae, lams, started, resumed_from)

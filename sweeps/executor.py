@@ -3,8 +3,10 @@
 One `@ray.remote` function trains a pack. Its resources are the spec's `resources` (per pack);
 `max_retries` covers node and worker loss and `retry_exceptions=True` retries Python errors, both
 up to `retries`. A `UserError` (deterministic bad input) is never retried: the task returns it as
-a `TaskUserError` value and the pack's runs are marked failed with its one-line message. In the task: `torch.set_num_threads(int(cpus))` (Ray reuses workers and torch
-fixes its thread count at import), device "cuda" only when Ray assigned GPUs, checkpoints under
+a `TaskUserError` value and the pack's runs are marked failed with its one-line message. In the
+task: `torch.set_num_threads(int(cpus))` (Ray reuses workers and torch fixes its thread count at
+import), device "cuda" only when Ray assigned GPUs, the batch stream kept from the worker's
+previous pack (its train split is not reloaded), checkpoints under
 the results directory so a retried pack resumes where it stopped (when that storage is shared).
 """
 
@@ -83,7 +85,7 @@ def _train_pack(task: PackTask) -> list[dict]:
     results = train_pack(list(task.runs), store, TrainOptions(
         device=device, threads=threads, checkpoint_dir=task.checkpoint_dir,
         checkpoint_every=task.checkpoint_every, progress=False, eval_max_rows=task.eval_max_rows,
-        downstream_windows=task.downstream_windows),
+        downstream_windows=task.downstream_windows, reuse_stream=True),
         names=list(task.names))
     finished = utc_now()
     node = ray.get_runtime_context().get_node_id()
