@@ -134,4 +134,4 @@ ANTHROPIC_2025_02 = register_recipe(Recipe(
            "+ lambda_P sum ReLU(exp(t_i) - h_i) ||W_d,i||; straight-through gradients to all parameters."),
 ))
 
-from sae_core.archs import topk  # noqa: E402,F401  registers recipes
+from sae_core.archs import gated, monosemanticity, tied, topk  # noqa: E402,F401  registers recipes

@@ -88,4 +88,4 @@ def test_topk_k_splits_groups_and_nan_k_is_tolerated(tmp_path):
     assert [g.key["k"] for g in split_groups(usable_runs(pd.concat([a, b])).runs)] == [16, 32]
     c = synthetic_table(**GRID).assign(k=np.nan)
     (group,) = split_groups(usable_runs(c).runs)
-    assert np.isnan(group.key["k"]) and len(group.runs) == len(c)
+    assert "k" not in group.key and len(group.runs) == len(c)   # NaN k (non-TopK rows) is no key
