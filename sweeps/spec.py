@@ -266,6 +266,7 @@ class Stage(BaseModel):
     design: Design | None = None
     lr: LRAxis | None = None
     lam: Axis[Annotated[float, Field(ge=0)]] | None = Field(None, alias="lambda")
+    k: Axis[PositiveInt] | None = None      # TopK recipes' sparsity axis
     recipe: str | None = None
     batch_size: PositiveInt | None = None
     hparams: dict[str, Any] | None = None
@@ -283,7 +284,7 @@ class Stage(BaseModel):
             raise ValueError(f"must be letters, digits, '_', '.', '-', got {v!r}")
         return v
 
-    @field_validator("lr", "lam", "seeds", mode="before")
+    @field_validator("lr", "lam", "k", "seeds", mode="before")
     @classmethod
     def _scalar_to_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, (int, float, str)) and not isinstance(v, bool) else v
