@@ -141,7 +141,8 @@ def _usable(table: pd.DataFrame, max_l0: float | None) -> tuple[pd.DataFrame, di
 
 def _scaling(recipe: str, runs: pd.DataFrame, n_boot: int, seed: int) -> RecipeScaling:
     best = runs.loc[runs.groupby(["m", "steps"])["nmse"].idxmin()]
-    cells = best.rename(columns={"nmse": "loss"})[["m", "steps", "flops", "loss", "l0"]].reset_index(drop=True)
+    cells = pd.DataFrame({"m": best["m"], "steps": best["steps"], "flops": best["flops"], "loss": best["nmse"],
+                          "l0": best["l0"]}).reset_index(drop=True)   # the recipe's own loss is not compared
     frontier = fit_frontier(cells, n_boot=n_boot, seed=seed)
     l0, nmse = runs["l0"].to_numpy(float), runs["nmse"].to_numpy(float)
     pareto = runs[pareto_mask(l0, nmse)].sort_values("l0").reset_index(drop=True)

@@ -53,7 +53,7 @@ def _print(comparison, written: list[Path]) -> None:
         table.add_row(s.recipe, str(s.n_runs), "" if law is None else f"{law.exponents['C']:.3f}",
                       "" if s.flops_at_target is None else f"{s.flops_at_target:.3g}", interval,
                       str(len(s.pareto)), s.reason)
-    console = Console()
+    console = Console(width=160)   # the table is wide; a narrower terminal wraps it
     console.print(table)
     console.print(f"cheapest recipe to reach the target: {comparison.best or 'none (no recipe fitted)'}")
     for path in written:

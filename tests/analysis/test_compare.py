@@ -26,7 +26,7 @@ def _table(noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
                 flops = 10.0 * 64 * m * 512 * steps
                 for lr, worse in ((1e-3, 1.3), (1e-2, 1.0)):   # the better LR lies exactly on the law
                     nmse = k * flops ** a * worse * np.exp(noise * rng.standard_normal())
-                    rows.append({"recipe": recipe, "m": m, "steps": steps, "flops": flops, "lr": lr, "nmse": nmse,
+                    rows.append({"recipe": recipe, "loss": 100.0 * nmse, "m": m, "steps": steps, "flops": flops, "lr": lr, "nmse": nmse,
                                  "l0": 8.0 if lr == 1e-2 else 50.0, "status": "ok", "n": 64, "o": 64,
                                  "batch_size": 512})
     return pd.DataFrame(rows)
