@@ -33,7 +33,10 @@ CASES = [(r, False) for r in recipe_names()] + [(r, True) for r in recipe_names(
 def _model_prediction(run, state, x_norm, y_norm):
     """(f [B, m], y_hat [B, o]) of the trained run in normalised units, by its own architecture."""
     model = ARCHS[run.recipe.arch](1, x_norm.shape[1], y_norm.shape[1], run.m, dict(run.hp))
-    model.params = {k: v.unsqueeze(RUN_DIMS[k]).clone() for k, v in state.items()}
+    model.params = {k: v.unsqueeze(RUN_DIMS[k]).clone() for k, v in state.items() if k in RUN_DIMS}
+    extra = {k: v.unsqueeze(0).clone() for k, v in state.items() if k not in RUN_DIMS}
+    if extra:                    # per-run buffers, e.g. BatchTopK's inference threshold
+        model.buffers = extra
     with torch.no_grad():
         t = model.terms(x_norm, y_norm)
     return t.f[:, 0, :], t.y_hat[0]
@@ -48,7 +51,10 @@ def test_export_loads_in_saelens_and_agrees(tmp_path, recipe, transcoder, intero
     x = (rng.normal(size=(9000, N)) * 2 + 0.5).astype(np.float32)
     y = (x @ rng.normal(size=(N, O)) * 0.3).astype(np.float32) if transcoder else None
     store = write_store(tmp_path / "store", x, y, eval_rows=1000)
-    res = train(RunConfig(recipe, m=M, steps=60, batch_size=256, lr=3e-3, lam=0.5), store,
+    topk = "k" in get_recipe(recipe).defaults       # TopK recipes: sparsity is k (small here), lambda must be 0
+    run = RunConfig(recipe, m=M, steps=60, batch_size=256, lr=3e-3, lam=None if topk else 0.5,
+                    hparams={"k": 8} if topk else {})
+    res = train(run, store,
                 TrainOptions(keep_weights=True))
     out = export_sae(res.weights, res.run, store, tmp_path / "export")
     arch = f"{expected_arch}_transcoder" if transcoder else expected_arch
