@@ -96,6 +96,14 @@ class ResolvedRun:
     def lam(self) -> float:
         return float(self.hp["lambda"])
 
+    def flops_per_token(self, n: int, o: int, m: int | None = None) -> tuple[int, str]:
+        """Training FLOPs per token at m features (default: this run's) and the name of the recipe's convention.
+
+        Every FLOP count (planned cells, IsoFLOP steps, trained and failed rows) goes through the
+        architecture's `flops` hook, so a recipe with its own convention (Gated) is counted alike everywhere.
+        """
+        return ARCHS[self.recipe.arch].flops(n, self.m if m is None else m, o, dict(self.hp))
+
     def to_dict(self) -> dict[str, Any]:
         """Flat identity: recipe, arch, m, steps, seed, data_seed and every hyperparameter."""
         return {"recipe": self.recipe.name, "arch": self.recipe.arch, "m": self.m, "steps": self.steps,

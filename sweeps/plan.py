@@ -17,7 +17,6 @@ from typing import Iterable, NamedTuple
 
 from sae_core.errors import UserError
 from sae_core.config import ResolvedRun, RunConfig, stable_hash
-from sae_core.flops import flops_per_token, run_flops
 from sae_core.memory import max_pack_size
 from sae_core.store import ActivationStore
 from sweeps.data import DataRef
@@ -149,8 +148,9 @@ def build_plan(spec: SweepSpec, store: ActivationStore, data: DataRef, stage: st
                                seed=seed, data_seed=spec.data_seed, hparams=hparams)
             resolved = _resolve(config, store)
             ident = {key: v for key, v in resolved.to_dict().items() if key != "lr"}
+            fpt, _ = resolved.flops_per_token(store.n, store.o)
             cell = Cell(stable_hash({**ident, "store_hash": store.content_hash}), config, budget,
-                        run_flops(store.n, m, resolved.batch_size, steps, store.o), store.content_hash)
+                        fpt * resolved.batch_size * steps, store.content_hash)
             if point_lr is not None:   # an explicit point: its own LR; points may share a cell
                 cell = cells.setdefault(cell.cell_id, cell)
                 planned = cell.run(point_lr, role)
@@ -193,12 +193,12 @@ def _design_points(spec: SweepSpec, store: ActivationStore) -> tuple[list[Point]
     if not isinstance(design, IsoflopDesign):
         raise UserError(f"design.kind: {design.kind if design else None} must be derived into points by its stage "
                         "before planning")
-    batch = _resolve(RunConfig(spec.recipe, m=1, steps=1, batch_size=spec.batch_size,
-                               hparams=dict(spec.hparams)), store).batch_size
+    base = _resolve(RunConfig(spec.recipe, m=1, steps=1, batch_size=spec.batch_size,
+                              hparams=dict(spec.hparams)), store)
     points, dropped = [], []
     for budget in design.budgets:
         for m in design.features:
-            per_step = flops_per_token(store.n, m, store.o) * batch
+            per_step = base.flops_per_token(store.n, store.o, m)[0] * base.batch_size
             steps = round(budget / per_step)
             if steps < design.min_steps:
                 dropped.append(f"infeasible IsoFLOP point budget={budget:g} m={m}: {budget / per_step:.3g} steps "

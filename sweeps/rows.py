@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sae_core.flops import FLOPS_CONVENTION, flops_per_token
 from sae_core.store import ActivationStore
 from sae_core.train import RunResult
 from sweeps.plan import Pack, PlannedRun
@@ -53,10 +52,10 @@ def failed_row(ctx: RowContext, planned: PlannedRun, pack: Pack, store: Activati
                attempt: int, optuna_trial: int, started_at: str, finished_at: str) -> dict[str, Any]:
     """A status=failed row: config, data and planned FLOPs columns, the error, no metrics."""
     run = planned.run
-    fpt = flops_per_token(store.n, run.m, store.o)
+    fpt, convention = run.flops_per_token(store.n, store.o)
     tokens = run.steps * run.batch_size
     info = {"n": store.n, "o": store.o, "tokens": tokens, "flops": fpt * tokens, "flops_per_token": fpt,
-            "flops_convention": FLOPS_CONVENTION, "pack_size": len(pack.runs), **store.describe(),
+            "flops_convention": convention, "pack_size": len(pack.runs), **store.describe(),
             "host": "", "started_at": started_at, "finished_at": finished_at}
     base = RunResult(run=run, name=planned.run_id, status="failed", metrics={}, info=info, error=error).row()
     return _ordered({**base, **_plan_columns(ctx, planned, pack, attempt, optuna_trial)})

@@ -9,7 +9,7 @@ stage specs, so after a crash it reproduces exactly the same runs; stages not ye
 derived then. When the laws cannot be fitted yet, the stage stops the sweep with a UserError.
 
 optimum: one cell per budget C at the recommended m*(C); steps = round(C / (flops_per_token x
-batch)) (sae_core.flops). validate: C = factor x the largest budget trained so far; the
+batch)), with the recipe's own FLOP convention. validate: C = factor x the largest budget trained so far; the
 center (m*, S*, eta*), its IsoFLOP neighbours m*/2 and 2 m* (steps recomputed for the same
 FLOPs) at eta*, and its LR neighbours eta*/2 and 2 eta* at (m*, S*). The prediction (with
 intervals) is stored beside the frozen plan, so the stage's rows can be judged against it
@@ -29,7 +29,6 @@ import pandas as pd
 from analysis.plan_support import Allocation, fitted_allocation
 from sae_core.config import RunConfig
 from sae_core.errors import UserError
-from sae_core.flops import flops_per_token
 from sae_core.store import ActivationStore
 from sweeps.data import resolve_data
 from sweeps.plan import Plan, build_plan
@@ -154,9 +153,8 @@ def _derive(parsed: SweepSpec, index: int, spec: SweepSpec, store: ActivationSto
     ok = table[table["status"] == "ok"] if not table.empty else table
     if ok.empty:
         raise UserError(f"{field}: needs the laws of earlier stages, but they have no finished runs")
-    batch = RunConfig(spec.recipe, m=1, steps=1, batch_size=spec.batch_size,
-                      hparams=dict(spec.hparams)).resolve().batch_size
-    per_step = lambda m: flops_per_token(store.n, m, store.o) * batch  # noqa: E731 - FLOPs of one step at m
+    base = RunConfig(spec.recipe, m=1, steps=1, batch_size=spec.batch_size, hparams=dict(spec.hparams)).resolve()
+    per_step = lambda m: base.flops_per_token(store.n, store.o, m)[0] * base.batch_size  # noqa: E731 - one step at m
     bracket = spec.lr_bracket
     tolerance = bracket.tolerance if bracket is not None else 0.1
     if kind == "validate":

@@ -44,6 +44,16 @@ def test_isoflop_steps_are_budget_over_flops_per_step(tiny_spec) -> None:
     assert len(plan.runs) == 2 * 3 * 2  # budgets x features x lrs
 
 
+def test_isoflop_steps_and_cell_flops_use_the_recipes_own_convention(tiny_spec) -> None:
+    # Gated counts the auxiliary decoder pass: 4nm + 10mo per token (n = o = 16), not the dense 4nm + 6mo.
+    plan = _plan(tiny_spec(recipe="deepmind-2024-gated", **{"lambda": [1.0]},
+                           design={"kind": "isoflop", "budgets": [1e9], "features": [16, 32]}))
+    for r in plan.runs:
+        per_token = 4 * 16 * r.run.m + 10 * r.run.m * 16
+        assert r.run.steps == round(1e9 / (per_token * 256))
+    assert plan.total_flops == sum((4 * 16 * r.run.m + 10 * r.run.m * 16) * 256 * r.run.steps for r in plan.runs)
+
+
 def test_packs_group_by_shape_and_respect_caps(tiny_spec) -> None:
     plan = _plan(tiny_spec(lr=[1e-3, 2e-3, 3e-3], seeds=[0, 1]))
     packs = plan.packs(plan.runs)
