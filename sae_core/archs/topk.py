@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from sae_core.arch import ARCHS, StackedSAE, Terms, fold_decoder_norms
+from sae_core.archs.unitnorm import project_out_parallel, renormalise_rows, unit_rows
 from sae_core.errors import UserError
 from sae_core.recipes import COMMON_DEFAULTS, Recipe, register_recipe
 
@@ -55,12 +56,6 @@ def topk_per_batch(h: torch.Tensor, ks: list[int]) -> torch.Tensor:
         keep = torch.arange(kmax, device=h.device) < (torch.tensor(ks, device=h.device) * B).unsqueeze(1)
         vals = vals * keep
     return torch.zeros_like(flat).scatter(-1, idx, vals).view(K, B, m).transpose(0, 1)
-
-
-def project_out_parallel(W_d: torch.Tensor, grad: torch.Tensor) -> None:
-    """grad_i -= <grad_i, d_i> d_i with d_i = W_d,i / ||W_d,i|| (rows of [K, m, o]), in place."""
-    d = W_d / W_d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    grad.sub_((grad * d).sum(-1, keepdim=True) * d)
 
 
 class TopKSAE(StackedSAE):
@@ -119,8 +114,7 @@ class TopKSAE(StackedSAE):
     # -- initialisation (Gao et al. 2024, section 2.4 and appendix A.1) --------------------
     def _init_run(self, gen: torch.Generator, transcoder: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder rows uniformly random unit directions; the encoder their transpose."""
-        W_d = torch.randn(self.m, self.o, generator=gen)
-        W_d = W_d / W_d.norm(dim=-1, keepdim=True)
+        W_d = unit_rows((self.m, self.o), gen)
         return W_d, W_d.T.clone()
 
     @torch.no_grad()
@@ -172,12 +166,11 @@ class TopKSAE(StackedSAE):
     # -- unit-norm decoder -------------------------------------------------------------------
     @torch.no_grad()
     def adjust_grads(self) -> None:
-        project_out_parallel(self.params["W_d"], self.params["W_d"].grad)
+        project_out_parallel(self.params["W_d"].grad, self.params["W_d"].detach())
 
     @torch.no_grad()
     def after_step(self) -> None:
-        W = self.params["W_d"]
-        W.div_(W.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        renormalise_rows(self.params["W_d"].data)
 
     # -- buffers travel with a run's state (checkpoints, exports) -----------------------------
     def run_state(self, k: int) -> dict[str, torch.Tensor]:

@@ -7,12 +7,14 @@ import torch
 
 @torch.no_grad()
 def project_out_parallel(grad: torch.Tensor, W: torch.Tensor) -> None:
-    """In place: remove from each row of `grad` its component along the same row of `W` (unit rows).
+    """In place: remove from each row of `grad` its component along the direction of the same row of `W`.
 
-    Towards Monosemanticity's step: the gradient parallel to a unit dictionary vector only
-    changes its norm, which the renormalisation undoes, so it is projected out before Adam.
+    Towards Monosemanticity's (and Gao et al.'s) step: the gradient parallel to a unit dictionary
+    vector only changes its norm, which the renormalisation undoes, so it is projected out before
+    Adam. The rows are normalised here, so the projection is exact even if a row has drifted from 1.
     """
-    grad.sub_((grad * W).sum(-1, keepdim=True) * W)
+    d = W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    grad.sub_((grad * d).sum(-1, keepdim=True) * d)
 
 
 @torch.no_grad()
