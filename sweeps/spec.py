@@ -258,6 +258,11 @@ class Packing(BaseModel):
     memory_gb: PositiveFloat = 2.0
 
 
+def _scalar_to_list(v: Any) -> Any:
+    """`lr: 1e-3` means `lr: [1e-3]` (the same for lambda, k and seeds)."""
+    return [v] if isinstance(v, (int, float, str)) and not isinstance(v, bool) else v
+
+
 class Stage(BaseModel):
     """One stage of a staged sweep: a name and the top-level fields it overrides."""
 
@@ -265,15 +270,15 @@ class Stage(BaseModel):
     name: str
     design: Design | None = None
     lr: LRAxis | None = None
-    lam: Axis[Annotated[float, Field(ge=0)]] | None = Field(None, alias="lambda")
+    lam: Axis[NonNegFloat] | None = Field(None, alias="lambda")   # the same strict types as SweepSpec's
     k: Axis[PositiveInt] | None = None      # TopK recipes' sparsity axis
     recipe: str | None = None
     batch_size: PositiveInt | None = None
     hparams: dict[str, Any] | None = None
-    seeds: Axis[Annotated[int, Field(ge=0)]] | None = None
-    data_seed: Annotated[int, Field(ge=0)] | None = None
+    seeds: Axis[NonNegInt] | None = None
+    data_seed: NonNegInt | None = None
     eval_max_rows: PositiveInt | None = None
-    downstream_windows: Annotated[int, Field(ge=0)] | None = None
+    downstream_windows: NonNegInt | None = None
     resources: Resources | None = None
     packing: Packing | None = None
 
@@ -284,10 +289,7 @@ class Stage(BaseModel):
             raise ValueError(f"must be letters, digits, '_', '.', '-', got {v!r}")
         return v
 
-    @field_validator("lr", "lam", "k", "seeds", mode="before")
-    @classmethod
-    def _scalar_to_list(cls, v: Any) -> Any:
-        return [v] if isinstance(v, (int, float, str)) and not isinstance(v, bool) else v
+    _axes_as_lists = field_validator("lr", "lam", "k", "seeds", mode="before")(_scalar_to_list)
 
     def overrides(self) -> dict[str, Any]:
         """The fields this stage sets (by their spec names), to lay over the top-level ones."""
@@ -340,10 +342,7 @@ class SweepSpec(BaseModel):
                     raise ValueError(f"{key} must be a finite number, got {x!r}")
         return v
 
-    @field_validator("lr", "lam", "k", "seeds", mode="before")
-    @classmethod
-    def _scalar_to_list(cls, v: Any) -> Any:
-        return [v] if isinstance(v, (int, float, str)) and not isinstance(v, bool) else v
+    _axes_as_lists = field_validator("lr", "lam", "k", "seeds", mode="before")(_scalar_to_list)
 
     @property
     def lr_bracket(self) -> BracketLR | None:

@@ -58,6 +58,9 @@ def test_stage_fields_override_top_level_ones(tiny_spec) -> None:
      "stages.0.lr.start: law needs an earlier stage"),
     (lambda s: s["stages"][2]["design"].update(factor=1), "stages.2.design.factor: Input should be greater than 1"),
     (lambda s: s["stages"][0].update(hparams={"bogus_hp": 1}), "hparams"),
+    (lambda s: s["stages"][0].update(seeds=[True]), "stages.0.seeds.0: must be an integer, got True"),
+    (lambda s: s["stages"][0].update(data_seed=1.5), "stages.0.data_seed: must be a finite integer, got 1.5"),
+    (lambda s: s["stages"][1].update({"lambda": [float("inf")]}), "stages.1.lambda.0"),
 ])
 def test_bad_stages_are_one_line_errors(tiny_spec, change, message: str) -> None:
     spec = staged(tiny_spec)
