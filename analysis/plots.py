@@ -23,7 +23,8 @@ BAND_LEVEL = 0.9
 FORMATS = ("png", "svg")
 
 
-def _figure(ncols: int = 1) -> tuple[Figure, np.ndarray]:
+def new_figure(ncols: int = 1) -> tuple[Figure, np.ndarray]:
+    """A headless figure (Agg canvas, no pyplot state) with `ncols` axes side by side."""
     fig = Figure(figsize=(5.2 * ncols, 4.0), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, np.atleast_1d(fig.subplots(1, ncols))
@@ -34,7 +35,7 @@ def _compute_grid(fit: GroupFit, target: float | None) -> np.ndarray:
     return np.geomspace(lo, hi, 200)
 
 
-def _law_band(ax, law: PowerLaw, c: np.ndarray, color: str, label: str) -> None:
+def law_band(ax, law: PowerLaw, c: np.ndarray, color: str, label: str) -> None:
     """A power law's line and its bootstrap band over computes c."""
     ax.plot(c, law.predict(c), color=color, label=label)
     if law.boot.shape[0]:
@@ -43,7 +44,7 @@ def _law_band(ax, law: PowerLaw, c: np.ndarray, color: str, label: str) -> None:
         ax.fill_between(c, lo, hi, color=color, alpha=0.2, linewidth=0)
 
 
-def _label_short_log_axis(axis, lo: float, hi: float) -> None:
+def label_short_log_axis(axis, lo: float, hi: float) -> None:
     """A log axis spanning less than a decade has no labelled ticks: place a few rounded ones."""
     if not 0 < lo < hi or hi / lo >= 10:
         return
@@ -52,12 +53,13 @@ def _label_short_log_axis(axis, lo: float, hi: float) -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
 
 
-def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
+def finish_log_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Log-log axes with labels, readable ticks on short ranges, a title and a legend."""
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
         axis.set_minor_formatter(NullFormatter())
-        _label_short_log_axis(axis, lo, hi)
+        label_short_log_axis(axis, lo, hi)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -66,7 +68,7 @@ def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
 
 def plot_loss_frontier(fit: GroupFit, target_flops: float | None = None) -> Figure:
     """Loss of every cell vs compute, the frontier, its power law and the surface's optimum curve."""
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     c = fit.cells
     sc = ax.scatter(c["flops"], c["loss"], c=np.log2(c["m"]), cmap="viridis", s=18, label="cells (best LR)")
     fig.colorbar(sc, ax=ax, label="log2 m")
@@ -75,17 +77,17 @@ def plot_loss_frontier(fit: GroupFit, target_flops: float | None = None) -> Figu
     grid = _compute_grid(fit, target_flops)
     if fit.frontier.law:
         a = fit.frontier.law.exponents["C"]
-        _law_band(ax, fit.frontier.law, grid, "C3", f"frontier law L ~ C^{a:.3f}")
+        law_band(ax, fit.frontier.law, grid, "C3", f"frontier law L ~ C^{a:.3f}")
     if fit.surface is not None:
         m, s = fit.surface.params.allocate(grid / fit.group.k)
         ax.plot(grid, fit.surface.params.loss(m, s), "--", color="C0", label="surface at m*(C), S*(C)")
-    _finish(ax, "compute C (FLOPs)", "loss", "\n".join(textwrap.wrap(f"loss vs compute: {fit.group.label}", 60)))
+    finish_log_axes(ax, "compute C (FLOPs)", "loss", "\n".join(textwrap.wrap(f"loss vs compute: {fit.group.label}", 60)))
     return fig
 
 
 def plot_isoflop(fit: GroupFit) -> Figure:
     """Loss vs m per budget with the fitted parabolas and their minima (edge minima marked x)."""
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     iso, c = fit.isoflop, fit.cells
     colors = [f"C{i % 10}" for i in range(len(iso.optima))]
     for row, vertex, color in zip(iso.optima.itertuples(), iso.curves, colors):
@@ -96,13 +98,13 @@ def plot_isoflop(fit: GroupFit) -> Figure:
         ax.plot(row.m_star, row.loss_star, "x" if row.edge else "*", color="k", ms=9)
     ax.plot([], [], "*", color="k", label="parabola minimum")
     ax.plot([], [], "x", color="k", label="edge minimum (not fitted)")
-    _finish(ax, "features m", "loss", f"IsoFLOP curves ({iso.budget_source})")
+    finish_log_axes(ax, "features m", "loss", f"IsoFLOP curves ({iso.budget_source})")
     return fig
 
 
 def plot_allocation(fit: GroupFit, target_flops: float | None = None) -> Figure:
     """m*(C) and S*(C): IsoFLOP optima and laws, and the surface's closed-form allocation."""
-    fig, axes = _figure(2)
+    fig, axes = new_figure(2)
     grid = _compute_grid(fit, target_flops)
     opt = fit.isoflop.optima
     surface = None
@@ -117,16 +119,16 @@ def plot_allocation(fit: GroupFit, target_flops: float | None = None) -> Figure:
             ax.plot(edge["budget"], edge[key], "x", color="C1", label="edge minima (not fitted)")
         law = fit.isoflop.laws.get(key)
         if law is not None:
-            _law_band(ax, law, grid, "C1", f"IsoFLOP law {name} ~ C^{law.exponents['C']:.3f}")
+            law_band(ax, law, grid, "C1", f"IsoFLOP law {name} ~ C^{law.exponents['C']:.3f}")
         if surface is not None:
             ax.plot(grid, surface[idx], "--", color="C0", label="surface closed form")
-        _finish(ax, "compute C (FLOPs)", name, f"{name} vs compute")
+        finish_log_axes(ax, "compute C (FLOPs)", name, f"{name} vs compute")
     return fig
 
 
 def plot_lr_law(fit: GroupFit, target_flops: float | None = None) -> Figure:
     """Optimal LR per cell vs compute, the eta*(C) law with its band, and the extrapolated point."""
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     lr = fit.lr
     if lr is None or lr.optima.empty:
         ax.text(0.5, 0.5, "no LR sweep in this group", ha="center", va="center", transform=ax.transAxes)
@@ -137,7 +139,7 @@ def plot_lr_law(fit: GroupFit, target_flops: float | None = None) -> Figure:
     ax.plot(edge["C"], edge["lr_star"], "x", color="k", label="edge optima")
     law = lr.laws.get("vs_compute")
     if law is not None:
-        _law_band(ax, law, _compute_grid(fit, target_flops), "C3", f"eta* ~ C^{law.exponents['C']:.3f}")
+        law_band(ax, law, _compute_grid(fit, target_flops), "C3", f"eta* ~ C^{law.exponents['C']:.3f}")
         if target_flops:
             y = float(law.predict(target_flops))
             band = law.predict_interval(target_flops, level=BAND_LEVEL)
@@ -145,25 +147,29 @@ def plot_lr_law(fit: GroupFit, target_flops: float | None = None) -> Figure:
                 ax.vlines(target_flops, band[0], band[1], color="C3", linewidth=2)
             ax.plot([target_flops], [y], "D", color="C3",
                     label=f"extrapolated at {target_flops:.2g} ({BAND_LEVEL:.0%} interval)")
-    _finish(ax, "compute C (FLOPs)", "optimal learning rate", f"LR law ({lr.method})")
+    finish_log_axes(ax, "compute C (FLOPs)", "optimal learning rate", f"LR law ({lr.method})")
     return fig
 
 
 def save_figures(fit: GroupFit, out_dir: str | Path, *, target_flops: float | None = None,
                  prefix: str = "") -> list[Path]:
     """Write the four figures as PNG and SVG into out_dir; returns the paths written."""
+    return write_figures(out_dir, {
+        f"{prefix}loss_frontier": plot_loss_frontier(fit, target_flops),
+        f"{prefix}isoflop": plot_isoflop(fit),
+        f"{prefix}allocation": plot_allocation(fit, target_flops),
+        f"{prefix}lr_law": plot_lr_law(fit, target_flops),
+    })
+
+
+def write_figures(out_dir: str | Path, figures: dict[str, Figure]) -> list[Path]:
+    """Write each figure as `<name>.png` and `<name>.svg` into out_dir (created); returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figures = {
-        "loss_frontier": plot_loss_frontier(fit, target_flops),
-        "isoflop": plot_isoflop(fit),
-        "allocation": plot_allocation(fit, target_flops),
-        "lr_law": plot_lr_law(fit, target_flops),
-    }
     paths = []
     for name, fig in figures.items():
         for fmt in FORMATS:
-            path = out / f"{prefix}{name}.{fmt}"
+            path = out / f"{name}.{fmt}"
             fig.savefig(path, dpi=150)
             paths.append(path)
     return paths

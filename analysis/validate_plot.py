@@ -9,14 +9,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from analysis.plots import FORMATS, _figure, _label_short_log_axis
+from analysis.plots import label_short_log_axis, new_figure, write_figures
 
 LABELS = {"loss": "L*", "features": "m*", "steps": "S*", "lr": "eta*"}
 
 
 def plot_validate(content: dict) -> Figure:
     """Four panels (L*, m*, S*, eta*) vs held-out compute: prediction with interval, measurement."""
-    fig, axes = _figure(len(LABELS))
+    fig, axes = new_figure(len(LABELS))
     for ax, (key, label) in zip(axes, LABELS.items()):
         for h in content["holdouts"]:
             c, pred, interval, meas = h["flops"], h["predicted"][key], h["interval"][key], h["measured"][key]
@@ -31,7 +31,7 @@ def plot_validate(content: dict) -> Figure:
         ax.set_yscale("log")
         for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
             axis.set_minor_formatter(NullFormatter())
-            _label_short_log_axis(axis, lo, hi)
+            label_short_log_axis(axis, lo, hi)
         cov = content["coverage"][key]
         ax.set_title(f"{label}: coverage {'-' if cov is None else f'{cov:.0%}'}")
         ax.set_xlabel("held-out compute C (FLOPs)")
@@ -41,12 +41,4 @@ def plot_validate(content: dict) -> Figure:
 
 def save_validate_figure(content: dict, out_dir: str | Path) -> list[Path]:
     """Write validate.png and validate.svg into out_dir."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig = plot_validate(content)
-    paths = []
-    for fmt in FORMATS:
-        path = out_dir / f"validate.{fmt}"
-        fig.savefig(path, dpi=150)
-        paths.append(path)
-    return paths
+    return write_figures(out_dir, {"validate": plot_validate(content)})
