@@ -14,11 +14,10 @@ import importlib.metadata
 import math
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -27,18 +26,13 @@ from sweeps.data import resolve_data
 from sweeps.plan import Pack, Plan, PlannedRun, build_plan
 from sweeps.preflight import check_plan, check_spec
 from sweeps.progress import Progress
-from sweeps.results import FINAL, ResultsDir, RunRecord, pending_attempt, utc_now
+from sweeps.results import FINAL, Log, ResultsDir, RunRecord, pending_attempt, stderr_log, utc_now
 from sweeps.rows import RowContext, failed_row, git_sha, trained_row
 from sweeps.spec import SweepSpec, load_spec
 
 if TYPE_CHECKING:
     from sweeps.executor import Finished, PackExecutor
 
-Log = Callable[[str], None]
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -70,7 +64,7 @@ class SweepSummary:
 
 def run_sweep(spec: str | os.PathLike[str] | dict[str, Any] | SweepSpec,
               results_dir: str | os.PathLike[str] | None = None, address: str | None = None, force: bool = False,
-              progress: bool | None = None, log: Log = _stderr) -> SweepSummary:
+              progress: bool | None = None, log: Log = stderr_log) -> SweepSummary:
     """Run (or resume) a sweep; see the module docstring.
 
     progress: True a live bar, False a status line every 10 s, None the bar when stderr is a terminal.
@@ -84,7 +78,7 @@ def run_sweep(spec: str | os.PathLike[str] | dict[str, Any] | SweepSpec,
     if parsed.stages is not None:
         from sweeps.stages import run_staged
 
-        return run_staged(parsed, text, results.path, address, force, progress, log)
+        return run_staged(parsed, text, results, address, force, progress, log)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     store, data = resolve_data(parsed)

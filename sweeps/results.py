@@ -59,7 +59,11 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def _stderr(message: str) -> None:
+Log = Callable[[str], None]   # where the driver's one-line messages go
+
+
+def stderr_log(message: str) -> None:
+    """The default Log: one line on stderr, flushed."""
     print(message, file=sys.stderr, flush=True)
 
 
@@ -100,7 +104,7 @@ def read_run_file(path: Path) -> tuple[pa.Table | None, str]:
 class ResultsDir:
     """Paths and verified, atomic reads/writes of one sweep's results directory."""
 
-    def __init__(self, path: str | os.PathLike[str], warn: Callable[[str], None] = _stderr):
+    def __init__(self, path: str | os.PathLike[str], warn: Log = stderr_log):
         self.path = Path(path)
         self.runs_dir = self.path / "runs"
         self.spec_path = self.path / "spec.yaml"

@@ -32,14 +32,13 @@ from sae_core.errors import UserError
 from sae_core.store import ActivationStore
 from sweeps.data import resolve_data
 from sweeps.plan import Plan, build_plan
-from sweeps.results import FINAL, ResultsDir, utc_now
+from sweeps.results import FINAL, Log, ResultsDir, utc_now
 from sweeps.spec import DERIVED_DESIGNS, SweepSpec, stage_spec
 
-Log = Callable[[str], None]
 ROLES = ("center", "m_half", "m_double", "lr_half", "lr_double")
 
 
-def run_staged(parsed: SweepSpec, text: str, results_dir: str | Path, address: str | None, force: bool,
+def run_staged(parsed: SweepSpec, text: str, results: ResultsDir, address: str | None, force: bool,
                progress: bool | None, log: Log) -> Any:
     """Run (or resume) every stage in order; returns the sweep's SweepSummary."""
     from sweeps.api import SweepSummary, _Sweep, _manifest
@@ -47,7 +46,6 @@ def run_staged(parsed: SweepSpec, text: str, results_dir: str | Path, address: s
     t0 = time.perf_counter()
     assert parsed.stages is not None
     specs = [stage_spec(parsed, i) for i in range(len(parsed.stages))]
-    results = ResultsDir(results_dir)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     store, data = resolve_data(parsed)
