@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 import torch
 import typer
 
+from benchmarks import PeerNotInstalled
 from benchmarks.peak import configure, matmul_peak
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -131,7 +132,7 @@ def peer(n: str = "64,384", m: str = "512,4096", batch_size: int = 4096, steps: 
     from benchmarks.peer import PEERS, peer_comparison
     try:
         PEERS[peer.value][0](install_peer)       # a missing peer fails before any measurement
-    except RuntimeError as exc:
+    except PeerNotInstalled as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     p = _peak("cpu", "fp32")
@@ -184,11 +185,15 @@ def all_(device: str = "cpu", install_peer: bool = False, out: Path = OUT) -> No
     stacking(device=device, out=out)
     loader(out=out)
     if device == "cpu":
+        from benchmarks.peer import PEERS
+
         for name in Peer:
             try:
-                peer(peer=name, out=out, install_peer=install_peer)
-            except RuntimeError as exc:   # the peer is not installed: say so and go on
+                PEERS[name.value][0](install_peer)
+            except PeerNotInstalled as exc:   # the peer is not installed: say so and go on with the rest
                 print(f"peer {name.value}: skipped ({exc})")
+                continue
+            peer(peer=name, out=out, install_peer=install_peer)
         sweep(out=out)
         slots(out=out)
         bookkeeping(out=out)

@@ -31,6 +31,7 @@ from sae_core.loader import BatchStream, eval_batches
 
 from sae_core.store import ActivationStore
 
+from benchmarks import PeerNotInstalled
 from benchmarks.data import bench_store
 from benchmarks.peer_saelens import ensure_saelens, run_saelens
 
@@ -42,7 +43,7 @@ def ensure_peer(install: bool) -> Path:
     """The directory holding the peer package; installs it there (pip, --no-deps) if asked."""
     if not (PEER_DIR / "dictionary_learning").exists():
         if not install:
-            raise RuntimeError(f"peer not installed; rerun with --install-peer (pip installs {PEER} into {PEER_DIR})")
+            raise PeerNotInstalled(f"peer not installed; rerun with --install-peer (pip installs {PEER} into {PEER_DIR})")
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(PEER_DIR),
                         PEER, "einops"], check=True)
     return PEER_DIR

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import PeerNotInstalled
 from sae_core.store import ActivationStore
 
 SAELENS_SPEC = "sae-lens==6.54.12"
@@ -41,7 +42,7 @@ def ensure_saelens(install: bool) -> Path:
     stamp = PEER_VENV / ".installed"
     if not stamp.exists():
         if not install:
-            raise RuntimeError(f"peer not installed; rerun with --install-peer (creates {PEER_VENV} with "
+            raise PeerNotInstalled(f"peer not installed; rerun with --install-peer (creates {PEER_VENV} with "
                                f"{TORCH_SPEC} and {SAELENS_SPEC})")
         subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
         for spec in (TORCH_SPEC, SAELENS_SPEC):     # torch first: sae-lens must not pull another torch build

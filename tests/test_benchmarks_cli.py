@@ -85,9 +85,34 @@ def test_help_only_command_has_help(command: str, tmp_path: Path) -> None:
     assert proc.returncode == 0 and "Usage" in proc.stdout, proc.stderr
 
 
+def _fake_peers(monkeypatch: pytest.MonkeyPatch, ensure) -> None:
+    from benchmarks import peer as peer_module
+
+    monkeypatch.setattr(peer_module, "PEERS", {name: (ensure, run) for name, (_, run) in peer_module.PEERS.items()})
+
+
 def test_all_calls_every_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     called = []
     for name in set(_commands()) - {"all"}:
         monkeypatch.setattr(cli, name, lambda *a, _name=name, **k: called.append(_name))
+    _fake_peers(monkeypatch, lambda install: None)        # both peers installed
     cli.all_(out=tmp_path)
     assert set(called) == set(_commands()) - {"all"}   # peer runs once per peer library
+    assert called.count("peer") == 2
+
+
+def test_all_skips_a_missing_peer_and_runs_the_rest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import PeerNotInstalled
+
+    called = []
+    for name in set(_commands()) - {"all"}:
+        monkeypatch.setattr(cli, name, lambda *a, _name=name, **k: called.append(_name))
+
+    def missing(install: bool) -> None:
+        raise PeerNotInstalled("peer not installed; rerun with --install-peer")
+
+    _fake_peers(monkeypatch, missing)
+    cli.all_(out=tmp_path)
+    assert set(called) == set(_commands()) - {"all", "peer"}
+    assert capsys.readouterr().out.count("skipped (peer not installed") == 2
