@@ -17,6 +17,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from analysis.groupfit import GroupFit
 from analysis.powerlaw import PowerLaw
+from analysis.prediction import LogLinearLaw
 from analysis.surface import allocate
 
 BAND_LEVEL = 0.9
@@ -42,6 +43,21 @@ def law_band(ax, law: PowerLaw, c: np.ndarray, color: str, label: str) -> None:
         samples = np.exp(law.boot[:, :1] + law.boot[:, 1:2] * np.log(c)[None, :])
         lo, hi = np.percentile(samples, [50 * (1 - BAND_LEVEL), 100 - 50 * (1 - BAND_LEVEL)], axis=0)
         ax.fill_between(c, lo, hi, color=color, alpha=0.2, linewidth=0)
+
+
+def prediction_band(ax, law: PowerLaw, predictor: LogLinearLaw | None, c: np.ndarray, color: str,
+                    label: str) -> None:
+    """A power law's line and the prediction interval a recommendation quotes (parameters, scatter and
+    misfit, `analysis.prediction`); the bootstrap band when the law has no predictor."""
+    if predictor is None:
+        law_band(ax, law, c, color, label)
+        return
+    ax.plot(c, law.predict(c), color=color, label=label)
+    bands = [predictor.predict(np.log([x]), BAND_LEVEL).interval for x in c]
+    if all(b is not None for b in bands):
+        lo, hi = np.array(bands).T
+        ax.fill_between(c, lo, hi, color=color, alpha=0.2, linewidth=0,
+                        label=f"{BAND_LEVEL:.0%} prediction interval" + (" (curved: misfit included)" if predictor.curved else ""))
 
 
 def label_short_log_axis(axis, lo: float, hi: float) -> None:
@@ -119,7 +135,8 @@ def plot_allocation(fit: GroupFit, target_flops: float | None = None) -> Figure:
             ax.plot(edge["budget"], edge[key], "x", color="C1", label="edge minima (not fitted)")
         law = fit.isoflop.laws.get(key)
         if law is not None:
-            law_band(ax, law, grid, "C1", f"IsoFLOP law {name} ~ C^{law.exponents['C']:.3f}")
+            prediction_band(ax, law, fit.isoflop.predictors.get(key), grid, "C1",
+                            f"IsoFLOP law {name} ~ C^{law.exponents['C']:.3f}")
         if surface is not None:
             ax.plot(grid, surface[idx], "--", color="C0", label="surface closed form")
         finish_log_axes(ax, "compute C (FLOPs)", name, f"{name} vs compute")
@@ -139,10 +156,12 @@ def plot_lr_law(fit: GroupFit, target_flops: float | None = None) -> Figure:
     ax.plot(edge["C"], edge["lr_star"], "x", color="k", label="edge optima")
     law = lr.laws.get("vs_compute")
     if law is not None:
-        law_band(ax, law, _compute_grid(fit, target_flops), "C3", f"eta* ~ C^{law.exponents['C']:.3f}")
+        predictor = lr.predictors.get("vs_compute")
+        prediction_band(ax, law, predictor, _compute_grid(fit, target_flops), "C3", f"eta* ~ C^{law.exponents['C']:.3f}")
         if target_flops:
             y = float(law.predict(target_flops))
-            band = law.predict_interval(target_flops, level=BAND_LEVEL)
+            band = (law.predict_interval(target_flops, level=BAND_LEVEL) if predictor is None
+                    else predictor.predict(np.log([target_flops]), BAND_LEVEL).interval)
             if band is not None:  # a line, not error bars: the point estimate may lie outside its interval
                 ax.vlines(target_flops, band[0], band[1], color="C3", linewidth=2)
             ax.plot([target_flops], [y], "D", color="C3",

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from saescale.cli import main
@@ -143,3 +144,23 @@ def test_lr_plot_when_the_point_estimate_lies_outside_its_interval(monkeypatch, 
     monkeypatch.setattr(type(law), "predict_interval", lambda self, c, level=0.9: (1.1 * y, 1.3 * y))
     fig = plot_lr_law(group, target)
     assert fig.axes[0].get_legend() is not None
+
+
+def test_lr_plot_draws_the_prediction_interval_that_recommend_quotes(tmp_path):
+    """The LR figure's band at the target is recommend's eta* prediction interval, not the narrower bootstrap band."""
+    from matplotlib.collections import LineCollection
+
+    from analysis import fit_results
+    from analysis.plots import plot_lr_law
+    from analysis.synthetic import synthetic_table, write_results_dir
+
+    write_results_dir(synthetic_table(seed=3), tmp_path / "r")
+    group = fit_results(tmp_path / "r", n_boot=50).only_group()
+    target = 10 * group.max_flops
+    pred = group.lr.predictors["vs_compute"].predict(np.log([target]), 0.9)
+    boot = group.lr.laws["vs_compute"].predict_interval(target, level=0.9)
+    assert pred.interval[1] / pred.interval[0] > boot[1] / boot[0]     # the two differ on this table
+    fig = plot_lr_law(group, target)
+    (seg,) = [c for c in fig.axes[0].collections if isinstance(c, LineCollection)][0].get_segments()
+    assert np.allclose(sorted(seg[:, 1]), pred.interval, rtol=1e-9)
+    assert any("prediction interval" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
