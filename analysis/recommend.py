@@ -174,13 +174,13 @@ def _learning_rate(fit: GroupFit, flops: float, features: int, steps: int, m_int
         return lr, interval, "eta*(C) power law on phase-2 cells" if phase2 else "eta*(C) power law"
     if runs["lr"].nunique() == 1:
         lr = float(runs["lr"].iloc[0])
-        warnings.append(f"the sweep used a single learning rate; recommending it unchanged ({lr:.3g})")
-        return lr, [lr, lr], "the sweep's fixed LR"
+        warnings.append(f"the sweep used a single learning rate; recommending it unchanged ({lr:.3g}), with no interval")
+        return lr, None, "the sweep's fixed LR"
     top = fit.cells[fit.cells["flops"] == fit.cells["flops"].max()]
     lr = float(top.loc[top["loss"].idxmin(), "lr"])
     reason = fit.lr.reasons.get(fit.lr_law_name, "unavailable") if fit.lr is not None else fit.lr_reason
-    warnings.append(f"no LR law ({reason}); using the best LR at the largest compute ({lr:.3g})")
-    return lr, [lr, lr], "best LR at the largest compute"
+    warnings.append(f"no LR law ({reason}); using the best LR at the largest compute ({lr:.3g}), with no interval")
+    return lr, None, "best LR at the largest compute"
 
 
 def _propagate_m(interval, lr: float, slope: float, m_int, features: int):

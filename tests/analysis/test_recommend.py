@@ -77,7 +77,7 @@ def test_isoflop_basis_when_the_surface_has_few_cells(tmp_path):
     assert rec["basis"] == "isoflop"
     assert rec["steps"] == round(4 * budgets[1] / (K * rec["features"]))
     assert rec["predicted_loss"] == pytest.approx(float(group.isoflop.laws["loss_star"].predict(4 * budgets[1])))
-    assert rec["lr"] == 5e-5 and rec["lr_interval"] == [5e-5, 5e-5]
+    assert rec["lr"] == 5e-5 and rec["lr_interval"] is None   # no law: no interval (a zero-width one would promise)
     assert any("single learning rate" in w for w in rec["warnings"])
 
 
@@ -114,3 +114,14 @@ def test_a_table_too_small_for_any_law_is_an_error(tmp_path):
     write_results_dir(table, tmp_path)
     with pytest.raises(UserError, match="too few points to fit any law: .*1 cells with 1 distinct m and 1 distinct steps"):
         fit_results(tmp_path, n_boot=0)
+
+
+def test_no_lr_law_recommends_the_best_lr_without_an_interval(tmp_path):
+    """Two LRs per cell give no LR law: the best LR at the largest compute, and no interval (not a zero-width one)."""
+    write_results_dir(synthetic_table(lr_multipliers=(1.0, 2.0), noise=0.0), tmp_path)
+    group = fit_results(tmp_path, n_boot=20).only_group()
+    rec = recommend(group, 4 * group.max_flops)
+    top = group.cells[group.cells["flops"] == group.cells["flops"].max()]
+    assert rec["lr"] == float(top.loc[top["loss"].idxmin(), "lr"]) and rec["lr_interval"] is None
+    assert rec["lr_basis"] == "best LR at the largest compute"
+    assert any(w.startswith("no LR law") and "no interval" in w for w in rec["warnings"])

@@ -19,7 +19,7 @@ SETTINGS = {   # recipe: README's flags
     "cunningham-2023": "--m 1024 --steps 10000 --batch-size 512 --lr 3e-3 --lambda 1.5 --set lr_decay_frac=0.2 --set grad_clip=1",
     "anthropic-2025-02": ("--m 2048 --steps 5000 --batch-size 512 --lr 1e-3 --lambda 1 --set b_e_target_fires=5 "
                           "--set log_threshold_init=-1 --set bandwidth=0.5 --set lambda_p=1e-3"),
-    "deepmind-2024-gated": ("--m 1024 --steps 10000 --batch-size 512 --lr 3e-3 --lambda 3 --set lr_decay_frac=0.2 "
+    "deepmind-2024-gated": ("--m 1024 --steps 20000 --batch-size 512 --lr 1e-3 --lambda 2 --set lr_decay_frac=0.2 "
                             "--set grad_clip=1 --set sparsity_penalty=decoder_norm"),
 }
 
