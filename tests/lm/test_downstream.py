@@ -105,3 +105,21 @@ def test_non_lm_store_is_refused(tmp_path):
     store = w.close()
     with pytest.raises(UserError, match="need a store cached from a language model"):
         downstream_metrics(store, identity)
+
+
+def test_score_pack_uses_each_runs_own_k(gpt2_store):
+    """A TopK pack with k = 1 and k = 8: each run's downstream numbers come from its own k (run_hps)."""
+    from sae_core.config import RunConfig
+    from sae_core.lm.downstream import score_pack
+    from sae_core.train import TrainOptions, train_pack
+
+    runs = [RunConfig("openai-2024-topk", m=64, steps=30, batch_size=256, lr=3e-3, hparams={"k": k}).resolve()
+            for k in (1, 8)]
+    res = train_pack(runs, gpt2_store, TrainOptions(keep_weights=True))
+    states = [r.weights for r in res]
+    hps = [dict(r.hp) for r in runs]
+    both = score_pack(gpt2_store, states, arch="topk", hp=hps[0], windows=4, run_hps=hps)
+    alone = [score_pack(gpt2_store, [s], arch="topk", hp=h, windows=4)[0] for s, h in zip(states, hps)]
+    assert [b["ce_spliced"] for b in both] == [a["ce_spliced"] for a in alone]
+    wrong_k = score_pack(gpt2_store, states[1:], arch="topk", hp=hps[0], windows=4)[0]   # k = 1 applied to the k = 8 run
+    assert wrong_k["ce_spliced"] != both[1]["ce_spliced"]
