@@ -166,7 +166,6 @@ def fit_group(group: Group, *, n_boot: int = 1000, seed: int = 0, lr_method: str
         x_sets = {"vs_compute": ["C"]} if phase2 else {"vs_compute": ["C"], "vs_m_steps": ["m", "steps"]}
         lr = fit_lr_laws(
             points, cell_cols=["m", "steps"], x_sets=x_sets, method=lr_method, n_boot=n_boot, seed=seed,
-            scatter_floor=search_resolution(points) if phase2 else 0.0,
         )
         lr.skipped += not_bracketed
     fit = GroupFit(group, table, frontier, isoflop, surface, surface_reason, lr, lr_reason,
@@ -194,22 +193,6 @@ def _stage_split(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
         return fitted, fitted, False
     phase1 = fitted[kind != PHASE2]
     return (phase1 if len(phase1) else fitted), fitted[kind == PHASE2], True
-
-
-def search_resolution(points: pd.DataFrame) -> float:
-    """sd (natural log) of a bracket-searched cell's optimum: uniform over its final bracket.
-
-    Per cell, the bracket is the LRs tried next to the best one on either side; the median width
-    over the interior cells, w, gives w / (2 sqrt 3). 0 without an interior cell. This floors the
-    scatter of eta*(C) on phase-2 cells, as the staged plan's own law does (`plan_support`).
-    """
-    widths = []
-    for _, cell in points.groupby(["m", "steps"]):
-        log_lr = np.log(cell.sort_values("lr")["lr"].to_numpy(float))
-        best = int(np.argmin(cell.sort_values("lr")["loss"].to_numpy(float)))
-        if 0 < best < log_lr.size - 1:
-            widths.append(log_lr[best + 1] - log_lr[best - 1])
-    return float(np.median(widths)) / (2 * np.sqrt(3)) if widths else 0.0
 
 
 def _drop_unbracketed(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:

@@ -76,12 +76,10 @@ def fit_lr_laws(
     exclude_edge: bool = True,
     n_boot: int = 1000,
     seed: int = 0,
-    scatter_floor: float = 0.0,
 ) -> LRLaws:
     """Optimal LR per cell and one power law per x set (e.g. {"vs_compute": ["C"]}).
 
     Cells with fewer than 3 distinct LRs are skipped. x columns must be constant within a cell.
-    scatter_floor: the smallest scatter (sd of log eta*) the prediction intervals assume.
     """
     if method not in METHODS:
         raise UserError(f"LR method {method!r}: choose one of {', '.join(METHODS)}")
@@ -143,7 +141,7 @@ def fit_lr_laws(
             boot=np.array(samples).reshape(-1, len(cols) + 1),
             boot_requested=n_boot,
         )
-        result.predictors[name] = fit_loglinear(x_all[keep, sl], y[keep], w[keep], floor=scatter_floor)
+        result.predictors[name] = fit_loglinear(x_all[keep, sl], y[keep], w[keep])
     return result
 
 

@@ -11,8 +11,10 @@ phase 2), those cells correct it:
 Their intervals are OLS prediction intervals in log space (Student t: parameter uncertainty
 plus the cells' scatter around the law) widened, with 4 or more budgets, by a model-misfit
 term: the gap between the line and a quadratic in log C at the target (the curvature the data
-show). eta*'s scatter is never below the resolution of the search (a uniform error over
-+/- tolerance/2 decades), and L*'s interval adds recommend's own (in quadrature, in log space).
+show); L*'s interval adds recommend's own (in quadrature, in log space). No floor on the scatter:
+with 3-4 cells the Student t quantile already pays for a scatter that is small by chance, and a
+floor at the search's resolution made the eta* interval over-cover (99% at 90%,
+`analysis.coverage_phase2`).
 Without optimum cells, eta* and L* are `recommend`'s.
 """
 
@@ -63,7 +65,7 @@ class LogLaw:
     n: int
     x_mean: float      # of log x
     sxx: float
-    scatter: float     # residual standard deviation in log y (floored)
+    scatter: float     # residual standard deviation in log y
     quadratic: tuple[float, float, float] | None = None   # log y = c2 u^2 + c1 u + c0 (>= 4 points)
 
     def predict(self, x: float, level: float = RECOMMEND_LEVEL) -> tuple[float, list[float]]:
@@ -81,8 +83,8 @@ class LogLaw:
         return math.exp(centre), [math.exp(centre - half), math.exp(centre + half)]
 
 
-def fit_loglaw(x: Sequence[float], y: Sequence[float], floor: float = 0.0) -> LogLaw:
-    """Fit log y = a + b log x on >= 3 points with distinct x; `floor` bounds the scatter below."""
+def fit_loglaw(x: Sequence[float], y: Sequence[float]) -> LogLaw:
+    """Fit log y = a + b log x on >= 3 points with distinct x."""
     u, v = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
     if u.size < MIN_LAW_CELLS or np.unique(u).size < 2:
         raise UserError(f"a power law with a prediction interval needs >= {MIN_LAW_CELLS} points at >= 2 "
@@ -92,16 +94,13 @@ def fit_loglaw(x: Sequence[float], y: Sequence[float], floor: float = 0.0) -> Lo
     scatter = math.sqrt(float(resid @ resid) / (u.size - 2))
     quadratic = tuple(float(c) for c in np.polyfit(u, v, 2)) if np.unique(u).size >= 4 else None
     return LogLaw(float(a), float(b), int(u.size), float(u.mean()), float(((u - u.mean()) ** 2).sum()),
-                  max(scatter, floor), quadratic)
+                  scatter, quadratic)
 
 
 def fitted_allocation(table: pd.DataFrame, flops_list: Sequence[float], where: dict[str, str] | None = None,
-                      *, tolerance: float = 0.1, n_boot: int = 300, seed: int = 0,
+                      *, n_boot: int = 300, seed: int = 0,
                       level: float = RECOMMEND_LEVEL) -> list[Allocation]:
-    """The recommendation at each budget of `flops_list`; UserError when the table cannot support it.
-
-    tolerance: the bracket search's tolerance (decades), the floor of eta*'s scatter.
-    """
+    """The recommendation at each budget of `flops_list`; UserError when the table cannot support it."""
     runs = usable_runs(table).runs
     if where:
         runs = select_runs(runs, where)
@@ -116,7 +115,7 @@ def fitted_allocation(table: pd.DataFrame, flops_list: Sequence[float], where: d
     optimum = runs[kinds == "optimum"]
     lr_law = ratio_law = None
     if not optimum.empty:
-        lr_law, ratio_law = optimum_laws(optimum, tolerance,
+        lr_law, ratio_law = optimum_laws(optimum,
                                          lambda c: recommend(fit, c, level=level)["predicted_loss"])
     out = []
     for flops in flops_list:
@@ -140,7 +139,7 @@ def fitted_allocation(table: pd.DataFrame, flops_list: Sequence[float], where: d
     return out
 
 
-def optimum_laws(optimum: pd.DataFrame, tolerance: float, predicted_loss) -> tuple[LogLaw, LogLaw]:
+def optimum_laws(optimum: pd.DataFrame, predicted_loss) -> tuple[LogLaw, LogLaw]:
     """eta*(C) on the interior cells' bracket optima; r(C) = best loss / predicted_loss(C) on every cell."""
     for col in ("cell_id", "budget", "lr_interior", "lr_optimum"):
         if col not in optimum.columns:
@@ -151,7 +150,6 @@ def optimum_laws(optimum: pd.DataFrame, tolerance: float, predicted_loss) -> tup
     if len(interior) < MIN_LAW_CELLS:
         raise UserError(f"eta*(C) needs >= {MIN_LAW_CELLS} optimum cells whose LR search bracketed its optimum, "
                         f"got {len(interior)} of {len(cells)}")
-    floor = tolerance * math.log(10) / 2 / math.sqrt(3)
-    lr_law = fit_loglaw(interior["budget"], interior["lr_star"], floor)
+    lr_law = fit_loglaw(interior["budget"], interior["lr_star"])
     ratio = [loss / predicted_loss(float(c)) for c, loss in zip(cells["budget"], cells["loss"])]
     return lr_law, fit_loglaw(cells["budget"], ratio)

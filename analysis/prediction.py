@@ -116,13 +116,8 @@ def _quadratic_terms(log_x: np.ndarray) -> np.ndarray:
     return np.column_stack([log_x[:, i] * log_x[:, j] for i in range(d) for j in range(i, d)])
 
 
-def fit_loglinear(log_x: np.ndarray, log_y: np.ndarray, w: np.ndarray | None = None,
-                  floor: float = 0.0) -> LogLinearLaw | None:
-    """Weighted OLS of log y on [1, log x] (plus the quadratic misfit check); None if rank-deficient.
-
-    floor: the smallest residual sd (log y) the interval assumes, e.g. the resolution with which each
-    point was measured; with few points the residuals can be small by chance.
-    """
+def fit_loglinear(log_x: np.ndarray, log_y: np.ndarray, w: np.ndarray | None = None) -> LogLinearLaw | None:
+    """Weighted OLS of log y on [1, log x] (plus the quadratic misfit check); None if rank-deficient."""
     log_x = np.asarray(log_x, float)
     log_x = log_x[:, None] if log_x.ndim == 1 else log_x
     y = np.asarray(log_y, float)
@@ -143,7 +138,4 @@ def fit_loglinear(log_x: np.ndarray, log_y: np.ndarray, w: np.ndarray | None = N
             else:
                 f = ((linear.rss - quadratic.rss) / extra) / (quadratic.rss / quadratic.dof)
                 curve_p = float(stats.f.sf(max(f, 0.0), extra, quadratic.dof))
-    for ols in (linear, quadratic):
-        if ols is not None:
-            ols.s2 = max(ols.s2, floor**2)
     return LogLinearLaw(linear, quadratic, curve_p, int(y.size))

@@ -154,12 +154,11 @@ def _derive(parsed: SweepSpec, index: int, spec: SweepSpec, store: ActivationSto
     base = RunConfig(spec.recipe, m=1, steps=1, batch_size=spec.batch_size, hparams=dict(spec.hparams)).resolve()
     per_step = lambda m: base.flops_per_token(store.n, store.o, m)[0] * base.batch_size  # noqa: E731 - one step at m
     bracket = spec.lr_bracket
-    tolerance = bracket.tolerance if bracket is not None else 0.1
     if kind == "validate":
         budgets = pd.to_numeric(ok["budget"], errors="coerce") if "budget" in ok.columns else pd.Series(dtype=float)
         largest = float(budgets.max()) if budgets.notna().any() else float(ok["flops"].max())
         flops = spec.design.factor * largest
-        alloc = _allocation(ok, [flops], field, tolerance)[0]
+        alloc = _allocation(ok, [flops], field)[0]
         if alloc.lr is None:
             raise UserError(f"{field}: no learning rate can be recommended from the earlier stages")
         if not alloc.lr_law:
@@ -170,14 +169,14 @@ def _derive(parsed: SweepSpec, index: int, spec: SweepSpec, store: ActivationSto
     else:
         if kind == "optimum":
             budgets = list(spec.design.budgets)
-            allocs = _allocation(ok, budgets, field, tolerance)
+            allocs = _allocation(ok, budgets, field)
             cells = [(a.features, _steps(a.flops, a.features, per_step, field), a.flops, a) for a in allocs]
         else:   # grid or isoflop with `lr.start: law`: expand the design, each cell starts at eta*(its FLOPs)
             from sweeps.plan import _design_points
 
             design, _ = _design_points(spec, store)
             flops = [p.budget if math.isfinite(p.budget) else p.m * p.steps * per_step(1) for p in design]
-            allocs = _allocation(ok, flops, field, tolerance)
+            allocs = _allocation(ok, flops, field)
             cells = [(p.m, p.steps, None if not math.isfinite(p.budget) else p.budget, a)
                      for p, a in zip(design, allocs)]
         law_start = bracket is not None and bracket.start == "law"
@@ -192,9 +191,9 @@ def _derive(parsed: SweepSpec, index: int, spec: SweepSpec, store: ActivationSto
     return entry
 
 
-def _allocation(table: pd.DataFrame, flops: list[float], field: str, tolerance: float) -> list[Allocation]:
+def _allocation(table: pd.DataFrame, flops: list[float], field: str) -> list[Allocation]:
     try:
-        return fitted_allocation(table, flops, tolerance=tolerance)
+        return fitted_allocation(table, flops)
     except UserError as exc:
         raise UserError(f"{field}: the laws of the earlier stages cannot be fitted yet: {exc}") from None
 

@@ -31,13 +31,15 @@ def loss_law(c: float) -> float:
     return float(DEFAULT_SURFACE.loss(m, s)) * ratio_law(c)
 
 
-def table(interior=(True, True, True, True), lam: float = 5.0) -> pd.DataFrame:
+def table(interior=(True, True, True, True), lam: float = 5.0, wiggle: float = 0.0) -> pd.DataFrame:
     """Allocation runs on the default surface at a fixed LR, plus one bracket-searched optimum cell per budget."""
     alloc = synthetic_table(design="isoflop", budgets=BUDGETS, lr_multipliers=None, fixed_lr=1e-3, lam=lam)
     alloc = alloc.assign(stage="allocation", stage_kind="isoflop", lr_interior=None, lr_optimum=np.nan)
     rows = []
     for i, (c, inside) in enumerate(zip(BUDGETS, interior)):
-        star = eta_law(c) if inside else 1.0          # an unbracketed cell: its "optimum" is junk
+        # wiggle x (-1, 3, -3, 1): orthogonal to 1, log C and log^2 C over these equally spaced budgets, so the
+        # line and the quadratic stay the exact law and the residuals are exactly the wiggle
+        star = eta_law(c) * math.exp(wiggle * (-1, 3, -3, 1)[i]) if inside else 1.0   # unbracketed: junk
         for j, f in enumerate((0.5, 1.0, 2.0)):
             rows.append({**alloc.iloc[0].to_dict(), "run_id": f"opt{i}{j}", "cell_id": f"cell{i}", "budget": c,
                          "m": 100 + i, "steps": int(c / (K * (100 + i))), "lr": star * f,
@@ -50,15 +52,14 @@ def table(interior=(True, True, True, True), lam: float = 5.0) -> pd.DataFrame:
 
 def test_allocation_follows_the_surface_and_lr_the_optimum_cells() -> None:
     c = 10 * BUDGETS[-1]
-    (a,) = fitted_allocation(table(), [c], tolerance=0.1, n_boot=0)
+    (a,) = fitted_allocation(table(wiggle=0.02), [c], n_boot=0)
     m_true = float(DEFAULT_SURFACE.allocate(c / K)[0])
     assert a.features == pytest.approx(m_true, rel=0.02)
     assert a.steps == round(c / (K * a.features))
     assert a.lr == pytest.approx(eta_law(c), rel=1e-9) and a.loss == pytest.approx(loss_law(c), rel=1e-3)
-    # exact law: the scatter is the floor, 0.1 decades x ln 10 / (2 sqrt 3); 4 cells, 2 degrees of freedom
+    # residuals 0.02 x (-1, 3, -3, 1): s^2 = 0.02^2 x 20 / (4 - 2); 4 cells, 2 degrees of freedom, no misfit
     u = np.log(BUDGETS)
-    se = 0.1 * math.log(10) / (2 * math.sqrt(3)) * math.sqrt(1 + 1 / 4 + (math.log(c) - u.mean()) ** 2
-                                                              / ((u - u.mean()) ** 2).sum())
+    se = math.sqrt(0.02**2 * 20 / 2) * math.sqrt(1 + 1 / 4 + (math.log(c) - u.mean()) ** 2 / ((u - u.mean()) ** 2).sum())
     assert a.lr_interval == pytest.approx([eta_law(c) * math.exp(-T90[2] * se), eta_law(c) * math.exp(T90[2] * se)],
                                           rel=1e-5)
     assert a.loss_interval[0] <= loss_law(c) <= a.loss_interval[1]      # exact data: only rounding scatter
