@@ -92,3 +92,26 @@ def test_benchmarks_command_exists(command: str) -> None:
 def test_make_targets_exist() -> None:
     defined = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.M))
     assert make_targets(README) <= defined, make_targets(README) - defined
+
+
+PYTHON = re.compile(r"python (-m [a-z_][\w.]*|scripts/[\w/]+\.py)")
+
+
+def python_commands(text: str) -> set[str]:
+    """`python -m module` (other than benchmarks, checked above) and `python scripts/x.py` shown in code."""
+    return {m.group(1) for span in code_spans(text) for m in PYTHON.finditer(span)} - {"-m benchmarks"}
+
+
+def test_python_parser() -> None:
+    text = "```\npython -m analysis.coverage_phase2 --draws 2\npython -m benchmarks all\n```\n`python scripts/m.py --x`"
+    assert python_commands(text) == {"-m analysis.coverage_phase2", "scripts/m.py"}
+
+
+@pytest.mark.parametrize("command", sorted(python_commands(README)))
+def test_python_command_answers_help(command: str) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, *command.split(), "--help"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "usage" in result.stdout.lower(), result.stderr[-2000:]
