@@ -1,12 +1,12 @@
 """Coverage of the eta*(C) law on phase-2 cells: do its 90% intervals cover 90% of 10x extrapolations?
 
 Seed 001's protocol fits eta*(C) on a few bracket-searched optima (3-4 budgets) and extrapolates
-it 10x. Each seeded draw takes a true law log eta* = a + b u + c u^2 (u = log C; c <= 0 bends it
-down, as the optima of protocol_quickstart do), measures the optimum at each budget and at 10x
-the largest with the search's resolution (uniform over +/- tolerance/2 decades) plus seed noise
-(normal, sd drawn per draw), and checks whether each fit's interval covers the measured optimum
-at 10x. Both fits are checked: `recommend`'s (analysis.prediction) and the staged plan's
-(analysis.plan_support). `analysis.coverage` calibrates the rest.
+it 10x; `recommend` and the staged plan use the same fit (`analysis.prediction`). Each seeded draw
+takes a true law log eta* = a + b u + c u^2 (u = log C; c <= 0 bends it down, as the optima of
+protocol_quickstart do), measures the optimum at each budget and at 10x the largest with the
+search's resolution (uniform over +/- tolerance/2 decades) plus seed noise (normal, sd drawn per
+draw), and checks whether the interval covers the measured optimum at 10x.
+`analysis.coverage` calibrates the rest.
 
 Run: `python -m analysis.coverage_phase2 --draws 2000` (a few seconds).
 """
@@ -19,7 +19,6 @@ import math
 
 import numpy as np
 
-from analysis.plan_support import fit_loglaw
 from analysis.prediction import fit_loglinear
 
 TOLERANCE = 0.1    # the bracket search's default tolerance (decades)
@@ -48,25 +47,19 @@ def draw(seed: int, *, bend: bool = True) -> tuple[np.ndarray, np.ndarray, float
 
 
 def run_phase2_coverage(draws: int, *, first_seed: int = 0, bend: bool = True, level: float = 0.9) -> dict:
-    """Fraction of draws whose interval covers the measured optimum at 10x, per fit."""
-    hits = {"recommend": 0, "staged_plan": 0}
-    width = {"recommend": [], "staged_plan": []}
+    """Fraction of draws whose interval covers the measured optimum at 10x, and the median width."""
+    hits, widths = 0, []
     for seed in range(first_seed, first_seed + draws):
         budgets, optima, target, at_target = draw(seed, bend=bend)
-        rec = fit_loglinear(np.log(budgets), np.log(optima)).predict(math.log(target), level).interval
-        _, plan = fit_loglaw(budgets, optima).predict(target, level)
-        for name, (lo, hi) in (("recommend", rec), ("staged_plan", plan)):
-            hits[name] += int(lo <= at_target <= hi)
-            width[name].append(math.log10(hi / lo))
-    return {
-        "draws": draws, "bend": bend, "level": level,
-        "coverage": {k: v / draws for k, v in hits.items()},
-        "median_width_decades": {k: float(np.median(v)) for k, v in width.items()},
-    }
+        lo, hi = fit_loglinear(np.log(budgets), np.log(optima)).predict(math.log(target), level).interval
+        hits += int(lo <= at_target <= hi)
+        widths.append(math.log10(hi / lo))
+    return {"draws": draws, "bend": bend, "level": level, "coverage": hits / draws,
+            "median_width_decades": float(np.median(widths))}
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: print the coverage of both eta*(C) fits as JSON, with and without a bending truth."""
+    """CLI: print the coverage as JSON, with and without a bending truth."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--first-seed", type=int, default=0)

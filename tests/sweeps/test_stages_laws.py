@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.plan_support import fit_loglaw, fitted_allocation
+from analysis.plan_support import fitted_allocation
 from analysis.synthetic import DEFAULT_SURFACE, flops_per_m_step, synthetic_table
 from sae_core.errors import UserError
 
@@ -72,30 +72,6 @@ def test_unbracketed_cells_are_left_out_of_the_lr_law() -> None:
     (a,) = fitted_allocation(table(interior=(True, False, True, True)), [BUDGETS[-1] * 10], n_boot=0)
     assert a.lr == pytest.approx(eta_law(BUDGETS[-1] * 10), rel=1e-9)
     assert "on 3 bracketed" in a.lr_basis
-
-
-def test_scatter_widens_the_interval_as_a_t_prediction_interval() -> None:
-    """x = 1, 10, 100; log y = 0, 1, 0 + ... : one degree of freedom, t = 6.31."""
-    law = fit_loglaw([1.0, 10.0, 100.0], [1.0, math.e, 1.0])
-    # slope 0, intercept 1/3, residuals (-1/3, 2/3, -1/3): s^2 = (2/3) / 1
-    assert law.b == pytest.approx(0.0, abs=1e-12) and law.a == pytest.approx(1 / 3)
-    y, (lo, hi) = law.predict(10.0)
-    se = math.sqrt(2 / 3) * math.sqrt(1 + 1 / 3)
-    assert y == pytest.approx(math.exp(1 / 3)) and lo == pytest.approx(math.exp(1 / 3 - T90[1] * se), rel=1e-5)
-    assert hi == pytest.approx(math.exp(1 / 3 + T90[1] * se), rel=1e-5)
-
-
-def test_curvature_adds_a_misfit_term() -> None:
-    """log y = -0.1 (log x)^2 exactly: the interval reaches the quadratic's extrapolation."""
-    u = np.log([1.0, 10.0, 100.0, 1000.0])
-    law = fit_loglaw(np.exp(u), np.exp(-0.1 * u**2))
-    x0 = 1e4
-    y, (lo, hi) = law.predict(x0)
-    line = np.polyfit(u, -0.1 * u**2, 1)
-    assert y == pytest.approx(math.exp(np.polyval(line, math.log(x0))))
-    assert lo <= math.exp(-0.1 * math.log(x0) ** 2) * (1 + 1e-9) and lo < y < hi
-    flat = fit_loglaw(np.exp(u), np.exp(0.3 * u))           # a power law: no misfit, no scatter
-    assert flat.predict(x0)[1] == pytest.approx([x0**0.3, x0**0.3], rel=1e-9)
 
 
 @pytest.mark.parametrize("make, message", [
