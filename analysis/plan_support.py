@@ -1,26 +1,21 @@
 """The laws a derived sweep stage needs: the recommended (m*, S*, eta*, L*) at given budgets.
 
-The stage asks `recommend` on the fitted runs (allocation and optimum stages, never validate), so
-a stage plans with exactly what `saescale recommend` prints: m*(C), S*(C) from the allocation runs
-and, when the table has bracket-searched `optimum` cells (seed 001's phase 2), eta*(C) fitted on
-those cells (`analysis.groupfit`). One correction is the stage's own: L*(C) = recommend's loss at
-C x r(C), where r is a power law in C fitted to each optimum cell's best loss over recommend's
-loss at the cell's budget (what tuning the LR, and the allocation law's misfit, changes, measured
-where it was trained); its prediction interval (`analysis.prediction`) is combined with
-recommend's in quadrature in log space. Calibration: `analysis.coverage_phase2`.
+A stage asks `recommend` on the fitted runs (allocation and optimum stages, never validate), so it
+plans with exactly what `saescale recommend` prints: m*(C), S*(C) from the allocation runs and,
+when the table has bracket-searched `optimum` cells (seed 001's phase 2), eta*(C) fitted on those
+cells and the loss corrected by what tuning the LR changed there (`analysis.recommend`). This
+module adds the checks a stage needs (one group; enough bracketed cells for eta*(C)).
+Calibration: `analysis.coverage_phase2`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from analysis.groupfit import GroupFit, fit_group
-from analysis.prediction import LogLinearLaw, fit_loglinear
 from analysis.recommend import RECOMMEND_LEVEL, recommend
 from analysis.table import select_runs, split_groups, usable_runs
 from sae_core.errors import UserError
@@ -64,32 +59,14 @@ def fitted_allocation(table: pd.DataFrame, flops_list: Sequence[float], where: d
                         "a stage needs one: give each stage a single lambda, recipe and batch size")
     fit = fit_group(groups[0], n_boot=n_boot, seed=seed)
     optimum = runs[kinds == "optimum"]
-    ratio_law = None
-    if not optimum.empty:
-        lr_cells = _require_lr_law(fit, optimum)
-        ratio_law = _ratio_law(optimum, lambda c: recommend(fit, c, level=level)["predicted_loss"])
+    lr_cells = _require_lr_law(fit, optimum) if not optimum.empty else 0
     out = []
     for flops in flops_list:
         rec = recommend(fit, float(flops), level=level)
-        lr_basis, loss_basis = rec["lr_basis"], rec["loss_basis"]
-        loss, loss_interval = rec["predicted_loss"], rec["predicted_loss_interval"]
-        if not optimum.empty:
-            lr_basis = f"eta*(C) power law on {lr_cells} bracketed optimum cells (prediction interval)"
-        if ratio_law is not None:
-            p = ratio_law.predict(np.log([flops]), level)
-            ratio = p.value
-            lo, hi = loss_interval or (loss, loss)
-            if p.interval is not None:
-                r_lo, r_hi = p.interval
-                lo = loss * ratio * math.exp(-math.hypot(math.log(loss / lo), math.log(ratio / r_lo)))
-                hi = loss * ratio * math.exp(math.hypot(math.log(hi / loss), math.log(r_hi / ratio)))
-            else:
-                lo, hi = lo * ratio, hi * ratio
-            loss, loss_interval = loss * ratio, [lo, hi]
-            loss_basis = (f"{loss_basis} x r(C), r fitted on the best loss of {ratio_law.n_points} optimum cells "
-                          "over that prediction (prediction interval)")
+        lr_basis = (f"eta*(C) power law on {lr_cells} bracketed optimum cells (prediction interval)" if lr_cells
+                    else rec["lr_basis"])
         out.append(Allocation(float(flops), int(rec["features"]), int(rec["steps"]), rec["lr"], rec["lr_interval"],
-                              float(loss), loss_interval, lr_basis, loss_basis,
+                              float(rec["predicted_loss"]), rec["predicted_loss_interval"], lr_basis, rec["loss_basis"],
                               bool(fit.lr is not None and fit.lr.laws)))
     return out
 
@@ -105,10 +82,3 @@ def _require_lr_law(fit: GroupFit, optimum: pd.DataFrame) -> int:
         raise UserError(f"eta*(C) needs >= {MIN_LAW_CELLS} optimum cells whose LR search bracketed its optimum, "
                         f"got {int(interior.sum())} of {len(interior)}")
     return law.n_points
-
-
-def _ratio_law(optimum: pd.DataFrame, predicted_loss) -> LogLinearLaw | None:
-    """r(C) = each optimum cell's best loss / predicted_loss(its budget), as a power law in C."""
-    cells = optimum.groupby("cell_id").agg(budget=("budget", "first"), loss=("loss", "min"))
-    ratio = [loss / predicted_loss(float(c)) for c, loss in zip(cells["budget"], cells["loss"])]
-    return fit_loglinear(np.log(cells["budget"].to_numpy(float)), np.log(ratio))

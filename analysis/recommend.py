@@ -24,7 +24,8 @@ from scipy import stats
 
 from analysis.bootstrap import percentile_interval
 from analysis.fitfile import fit_results
-from analysis.groupfit import GroupFit
+from analysis.groupfit import PHASE2, GroupFit
+from analysis.prediction import LogLinearLaw, fit_loglinear
 from analysis.surface import N_PARAMS, allocate
 from sae_core.errors import UserError
 
@@ -48,29 +49,10 @@ def recommend(fit: GroupFit, flops: float, *, level: float = RECOMMEND_LEVEL) ->
     k = fit.group.k
     warnings: list[str] = []
     out: dict = {"flops": float(flops)}
-    iso = {name: _iso_interval(fit, name, flops, level) for name in ("m_star", "steps_star", "loss_star")}
-
-    if basis == "surface":
-        s = fit.surface
-        m_star, _ = s.params.allocate(flops / k)
-        features = max(1, int(round(float(m_star))))
-        steps = max(1, int(round(flops / (k * features))))
-        a, b, e, alpha, beta = s.boot.T
-        m_b, s_b = allocate(a, b, alpha, beta, flops / k)
-        loss = float(s.params.loss(features, steps))
-        loss_b = np.exp(e) + np.exp(a) * features**-alpha + np.exp(b) * steps**-beta
-        loss_boot = _widen(_interval(loss_b, level), loss, _surface_scatter(fit), level, s.n_points - N_PARAMS)
-        m_int = _hull(_interval(m_b, level), iso["m_star"])
-        s_int = _hull(_interval(s_b, level), iso["steps_star"])
-        loss_int = loss_boot
-        loss_basis = "surface L(m, S) at the recommended (m, S)"
-    else:
-        laws = fit.isoflop.laws
-        features = max(1, int(round(float(laws["m_star"].predict(flops)))))
-        steps = max(1, int(round(flops / (k * features))))
-        m_int, s_int, loss_int = iso["m_star"], iso["steps_star"], iso["loss_star"]
-        loss = float(laws["loss_star"].predict(flops))
-        loss_basis = "IsoFLOP law L*(C)"
+    features, steps, loss, m_int, s_int, loss_int, loss_basis = _allocation(fit, basis, flops, level)
+    ratio = _tuned_lr_ratio(fit, basis, level)
+    if ratio is not None:
+        loss, loss_int, loss_basis = _apply_ratio(ratio, flops, loss, loss_int, loss_basis, level)
     m_int = _containing(m_int, features, "features", warnings)
     s_int = _containing(s_int, steps, "steps", warnings)
     loss_int = _containing(loss_int, loss, "predicted_loss", warnings)
@@ -135,6 +117,62 @@ def recommend_results(
     """Fit a results directory (one group, selected by `where` if needed) and recommend at `flops`."""
     fit = fit_results(path, where=where, n_boot=n_boot, seed=seed, lr_method=lr_method)
     return recommend(fit.only_group(), flops, level=level)
+
+
+def _allocation(fit: GroupFit, basis: str, flops: float, level: float):
+    """(features, steps, loss, m interval, S interval, loss interval, loss basis) of the allocation laws at C."""
+    k = fit.group.k
+    iso = {name: _iso_interval(fit, name, flops, level) for name in ("m_star", "steps_star", "loss_star")}
+    if basis == "surface":
+        s = fit.surface
+        m_star, _ = s.params.allocate(flops / k)
+        features = max(1, int(round(float(m_star))))
+        steps = max(1, int(round(flops / (k * features))))
+        a, b, e, alpha, beta = s.boot.T
+        m_b, s_b = allocate(a, b, alpha, beta, flops / k)
+        loss = float(s.params.loss(features, steps))
+        loss_b = np.exp(e) + np.exp(a) * features**-alpha + np.exp(b) * steps**-beta
+        loss_int = _widen(_interval(loss_b, level), loss, _surface_scatter(fit), level, s.n_points - N_PARAMS)
+        return (features, steps, loss, _hull(_interval(m_b, level), iso["m_star"]),
+                _hull(_interval(s_b, level), iso["steps_star"]), loss_int, "surface L(m, S) at the recommended (m, S)")
+    laws = fit.isoflop.laws
+    features = max(1, int(round(float(laws["m_star"].predict(flops)))))
+    steps = max(1, int(round(flops / (k * features))))
+    return (features, steps, float(laws["loss_star"].predict(flops)), iso["m_star"], iso["steps_star"],
+            iso["loss_star"], "IsoFLOP law L*(C)")
+
+
+def _tuned_lr_ratio(fit: GroupFit, basis: str, level: float) -> tuple[LogLinearLaw, int] | None:
+    """r(C): each phase-2 cell's best loss over the allocation laws' loss at its budget, as a power law.
+
+    The allocation runs share one LR, so their laws' loss is what that LR gives; the phase-2 cells
+    (LR searched at the fitted m*, S*) measure what tuning it changes. None without phase-2 cells.
+    """
+    runs = fit.group.runs
+    if fit.lr_law_name != "vs_compute" or "stage_kind" not in runs.columns or "cell_id" not in runs.columns:
+        return None
+    optimum = runs[runs["stage_kind"].astype(str) == PHASE2]
+    if optimum.empty:
+        return None
+    cells = optimum.groupby("cell_id").agg(budget=("budget", "first"), loss=("loss", "min"))
+    ratio = [loss / _allocation(fit, basis, float(c), level)[2] for c, loss in zip(cells["budget"], cells["loss"])]
+    law = fit_loglinear(np.log(cells["budget"].to_numpy(float)), np.log(ratio))
+    return None if law is None else (law, len(cells))
+
+
+def _apply_ratio(ratio: tuple[LogLinearLaw, int], flops: float, loss: float, loss_int, basis: str, level: float):
+    """loss x r(C), its interval combined with r's in quadrature in log space, and the basis text."""
+    law, n = ratio
+    p = law.predict(np.log([flops]), level)
+    lo, hi = loss_int or (loss, loss)
+    if p.interval is None:
+        lo, hi = lo * p.value, hi * p.value
+    else:
+        r_lo, r_hi = p.interval
+        lo = loss * p.value * math.exp(-math.hypot(math.log(loss / lo), math.log(p.value / r_lo)))
+        hi = loss * p.value * math.exp(math.hypot(math.log(hi / loss), math.log(r_hi / p.value)))
+    return (loss * p.value, [lo, hi],
+            f"{basis} x r(C), r fitted on the best loss of {n} optimum cells over that prediction (prediction interval)")
 
 
 def lr_prediction(fit: GroupFit, flops: float, m: float, steps: float, level: float) -> tuple[float, list[float] | None, str] | None:

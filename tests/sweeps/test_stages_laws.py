@@ -83,3 +83,18 @@ def test_unsupported_tables_are_one_line_errors(make, message: str) -> None:
     with pytest.raises(UserError) as err:
         fitted_allocation(make(), [1e15], n_boot=0)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_recommend_quotes_what_the_stage_plans() -> None:
+    """`saescale recommend` on a staged table and the staged plan give the same eta*, loss and intervals."""
+    from analysis.groupfit import fit_group
+    from analysis.recommend import recommend
+    from analysis.table import split_groups, usable_runs
+
+    t, c = table(wiggle=0.02), 10 * BUDGETS[-1]
+    (a,) = fitted_allocation(t, [c], n_boot=0)
+    (group,) = split_groups(usable_runs(t).runs)
+    rec = recommend(fit_group(group, n_boot=0), c)
+    assert (rec["features"], rec["steps"], rec["lr"], rec["lr_interval"]) == (a.features, a.steps, a.lr, a.lr_interval)
+    assert (rec["predicted_loss"], rec["predicted_loss_interval"]) == (a.loss, a.loss_interval)
+    assert "x r(C)" in rec["loss_basis"]
