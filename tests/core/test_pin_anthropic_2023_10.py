@@ -151,12 +151,12 @@ def test_resample_procedure():
     for i in (2, 3):
         assert torch.allclose(p["W_d"][0, i], torch.tensor([0.0, 1.0]))
         assert torch.allclose(p["W_e"][:, 0, i], torch.tensor([0.0, ref]))
-        assert float(p["b_e"][0, i]) == 0.0
+        assert float(p["b_e"][0, i].detach()) == 0.0
         for state in (opt.exp_avg, opt.exp_avg_sq):
             assert float(state["W_d"][0, i].abs().sum() + state["W_e"][:, 0, i].abs().sum() + state["b_e"][0, i].abs()) == 0.0
     for i in (0, 1):                                # alive features untouched, Adam state kept
         assert torch.allclose(p["W_d"][0, i], torch.tensor([1.0, 0.0]))
-        assert float(p["b_e"][0, i]) == -100.0
+        assert float(p["b_e"][0, i].detach()) == -100.0
         assert float(opt.exp_avg["W_d"][0, i, 0]) == 7.0 and float(opt.exp_avg_sq["b_e"][0, i]) == 7.0
     assert float(opt.exp_avg["b_d"].min()) == 7.0
 
