@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from sae_core.arch import ARCHS, RUN_DIMS, StackedSAE, fold_decoder_norms
+from sae_core.archs.resampling import Resampling, validate_resample_hp
 from sae_core.archs.unitnorm import project_out_parallel, renormalise_rows, unit_rows
 from sae_core.errors import UserError
 from sae_core.flops import gated_flops_per_token
@@ -26,11 +27,16 @@ from sae_core.recipes import COMMON_DEFAULTS, Recipe, register_recipe
 RUN_DIMS.update({"b_mag": 0, "r_mag": 0})
 
 
-class GatedSAE(StackedSAE):
-    """Gate and magnitude paths sharing W_gate (b_e is b_gate); auxiliary task on the gate path."""
+class GatedSAE(Resampling, StackedSAE):
+    """Gate and magnitude paths sharing W_gate (b_e is b_gate); auxiliary task on the gate path.
+
+    Optional dead-latent resampling (off by default): a resampled latent gets a new decoder row and
+    gate direction and b_gate = b_mag = r_mag = 0, so its magnitude path starts equal to its gate.
+    """
 
     arch = "gated"
     saelens_architecture = "gated"
+    RESAMPLE_ZEROED = ("b_e", "b_mag", "r_mag")
 
     @classmethod
     def validate_hp(cls, hp: dict[str, Any]) -> None:
@@ -38,6 +44,7 @@ class GatedSAE(StackedSAE):
             raise UserError(f"sparsity_penalty must be 'l1' or 'decoder_norm', got {hp['sparsity_penalty']!r}")
         if hp["decoder_freeze"] not in ("both", "none"):
             raise UserError(f"decoder_freeze must be 'both' or 'none', got {hp['decoder_freeze']!r}")
+        validate_resample_hp(hp)
 
     @classmethod
     def flops(cls, n: int, m: int, o: int, hp: dict[str, Any]) -> tuple[int, str]:
@@ -109,6 +116,10 @@ class GatedSAE(StackedSAE):
             sparsity = (f_gate * norms).sum(-1).mean(0)
         return mse, sparsity, aux, f.detach().sum(0), f, y_hat
 
+    def _row_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """||x - x_hat||^2 per run and row: [K, rows] (for resampling)."""
+        return (self._terms_tuple(x, x)[5] - x.unsqueeze(0)).pow(2).sum(-1)
+
     def _unit_norm(self) -> bool:
         return self.hp["sparsity_penalty"] == "l1"
 
@@ -139,10 +150,17 @@ DEEPMIND_2024_GATED = register_recipe(Recipe(
         "grad_clip": 0.0,              # no gradient clipping in the sources
         "sparsity_penalty": "l1",      # "l1": the paper (unit-norm decoder); "decoder_norm": seed 002's variant
         "decoder_freeze": "both",   # decoder_norm variant: frozen in penalty and aux ("both") or in neither ("none")
+        # Dead-latent resampling as Bricken et al. (seed 002: the original Gated training resampled; the
+        # seeds give no schedule for it, so it is off by default; the other three are Bricken's values)
+        "resample_every": 0,
+        "resample_last_step": 100000,
+        "resample_dead_steps": 12500,
+        "resample_rows": 819200,
     },
     notes=("Gated SAE: f = 1[pi_gate > 0] ReLU(pi_mag), pi_gate = W_gate (x - b_d) + b_gate, "
            "pi_mag = exp(r_mag) W_gate (x - b_d) + b_mag; L = ||x - x_hat||^2 + lambda ||ReLU(pi_gate)||_1 "
            "+ ||x - x_hat_frozen(ReLU(pi_gate))||^2, unit-norm decoder rows. Option sparsity_penalty="
-           "decoder_norm: lambda sum_i ReLU(pi_gate)_i ||W_d,i||, no norm constraint. FLOPs: "
+           "decoder_norm: lambda sum_i ReLU(pi_gate)_i ||W_d,i||, no norm constraint. Option resample_every > 0: "
+           "dead latents resampled as in anthropic-2023-10 (b_gate, b_mag, r_mag reset to 0). FLOPs: "
            "sae-gated-4nm+10mo (12mo with decoder_freeze=none)."),
 ))

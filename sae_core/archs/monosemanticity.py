@@ -14,12 +14,11 @@ from typing import Any
 import torch
 
 from sae_core.arch import ARCHS, StackedSAE, fold_decoder_norms
+from sae_core.archs.resampling import Resampling, validate_resample_hp
 from sae_core.archs.unitnorm import project_out_parallel, renormalise_rows, unit_rows
 from sae_core.errors import UserError
 from sae_core.recipes import COMMON_DEFAULTS, Recipe, register_recipe
 
-RESAMPLE_ENCODER_SCALE = 0.2   # resampled encoder rows: 0.2 x mean norm of the alive encoder rows
-RESAMPLE_CHUNK = 8192          # rows per chunk when computing the per-input loss for resampling
 
 
 def geometric_median(x: torch.Tensor, iters: int = 100, eps: float = 1e-8) -> torch.Tensor:
@@ -31,7 +30,7 @@ def geometric_median(x: torch.Tensor, iters: int = 100, eps: float = 1e-8) -> to
     return z
 
 
-class CentredL1SAE(StackedSAE):
+class CentredL1SAE(Resampling, StackedSAE):
     """Untied ReLU SAE with the input centred by b_d, plain L1, unit-norm decoder, resampling."""
 
     arch = "centred-l1"
@@ -41,11 +40,9 @@ class CentredL1SAE(StackedSAE):
     def validate_hp(cls, hp: dict[str, Any]) -> None:
         if hp["b_d_init"] not in ("geometric_median", "zeros"):
             raise UserError(f"b_d_init must be 'geometric_median' or 'zeros', got {hp['b_d_init']!r}")
-        for key in ("resample_every", "resample_dead_steps", "resample_last_step", "resample_rows", "b_d_init_rows"):
-            if hp[key] < 0:
-                raise UserError(f"{key} must be >= 0, got {hp[key]}")
-        if hp["resample_every"] > 0 and (hp["resample_rows"] <= 0 or hp["resample_dead_steps"] <= 0):
-            raise UserError("resampling needs resample_rows > 0 and resample_dead_steps > 0")
+        if hp["b_d_init_rows"] < 0:
+            raise UserError(f"b_d_init_rows must be >= 0, got {hp['b_d_init_rows']}")
+        validate_resample_hp(hp)
 
     @classmethod
     def data_sample_rows(cls, hp: dict[str, Any]) -> int:
@@ -57,11 +54,6 @@ class CentredL1SAE(StackedSAE):
         folded = dict(state)
         folded["b_e"] = (state["b_e"].double() - state["b_d"].double() @ state["W_e"].double()).float()
         return fold_decoder_norms(folded, scale_x, scale_y)
-
-    def init_params(self, seeds: list[int], transcoder: bool, sample_x: torch.Tensor | None) -> None:
-        """Base init (see _init_run), b_d at the geometric median of the sample when asked."""
-        self.seeds = [int(s) for s in seeds]
-        super().init_params(seeds, transcoder, sample_x)
 
     def _init_run(self, gen: torch.Generator, transcoder: bool) -> tuple[torch.Tensor, torch.Tensor]:
         # Not given by seed 003 or the paper: W_d rows random unit directions; W_e as PyTorch's
@@ -93,52 +85,6 @@ class CentredL1SAE(StackedSAE):
 
     def after_step(self) -> None:
         renormalise_rows(self.params["W_d"].data)
-
-    # -- resampling (Bricken et al. 2023, "Neuron Resampling") ---------------------------
-    def resample_due(self, done: int) -> bool:
-        every = int(self.hp["resample_every"])
-        return every > 0 and done % every == 0 and done <= int(self.hp["resample_last_step"])
-
-    def resample_rows(self) -> int:
-        return int(self.hp["resample_rows"])
-
-    @torch.no_grad()
-    def resample(self, done: int, sample_x: torch.Tensor, opt: Any, last_fired: torch.Tensor, tokens_seen: int) -> None:
-        """Dead features (no firing in the last resample_dead_steps steps) get a new direction.
-
-        Per run: the squared reconstruction loss of each sample input is its weight; each dead
-        feature draws one input x; its decoder row becomes x/||x||, its encoder row
-        x/||x|| * 0.2 * (mean encoder-row norm of the alive features), its encoder bias 0, and
-        the Adam moments of those weights are reset to 0.
-        """
-        window = min(int(self.hp["resample_dead_steps"]) * int(self.hp["batch_size"]), tokens_seen)
-        dead = (tokens_seen - last_fired) >= window                         # [K, m]
-        if not bool(dead.any()):
-            return
-        loss = torch.cat([self._row_loss(sample_x[i:i + RESAMPLE_CHUNK])
-                          for i in range(0, sample_x.shape[0], RESAMPLE_CHUNK)], dim=1)   # [K, S]
-        p = self.params
-        enc_norm = p["W_e"].detach().norm(dim=0)                            # [K, m]
-        for k in range(self.K):
-            idx = dead[k].nonzero().flatten()
-            if idx.numel() == 0:
-                continue
-            weights = loss[k].double().square().cpu()
-            if not weights.sum() > 0:
-                weights = torch.ones_like(weights)
-            gen = torch.Generator().manual_seed(self.seeds[k] * 1_000_003 + done)
-            picks = torch.multinomial(weights, idx.numel(), replacement=True, generator=gen).to(sample_x.device)
-            chosen = sample_x[picks]
-            unit = chosen / chosen.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            alive = ~dead[k]
-            ref = enc_norm[k][alive].mean() if bool(alive.any()) else enc_norm[k].mean()
-            p["W_d"].data[k, idx] = unit
-            p["W_e"].data[:, k, idx] = (unit * (RESAMPLE_ENCODER_SCALE * ref)).T
-            p["b_e"].data[k, idx] = 0.0
-            for state in (opt.exp_avg, opt.exp_avg_sq):
-                state["W_d"][k, idx] = 0.0
-                state["W_e"][:, k, idx] = 0.0
-                state["b_e"][k, idx] = 0.0
 
     def _row_loss(self, x: torch.Tensor) -> torch.Tensor:
         """||x - x_hat||^2 per run and row: [K, rows]."""

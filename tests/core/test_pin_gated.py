@@ -164,3 +164,39 @@ def test_quality_on_synthetic(small_store):
     """Setting for the README: m=128, 1000 steps, batch 256, lr 3e-3, lambda 4 on the small problem."""
     r = train(RunConfig(RECIPE, m=128, steps=1000, batch_size=256, lr=3e-3, lam=4.0), small_store)
     assert r.status == "ok" and r.metrics["mmcs"] >= 0.85, r.metrics
+
+
+def test_resampling_is_off_by_default_and_follows_the_schedule_when_on():
+    assert get_recipe(RECIPE).defaults["resample_every"] == 0
+    assert not any(_sae().resample_due(d) for d in (12500, 25000))
+    on = _sae(resample_every=1000, resample_last_step=3000)
+    assert [d for d in (500, 1000, 2000, 3000, 4000) if on.resample_due(d)] == [1000, 2000, 3000]
+    with pytest.raises(UserError, match="resample_rows"):
+        RunConfig(RECIPE, m=2, steps=1, hparams={"resample_every": 10, "resample_rows": 0}).resolve()
+
+
+def test_resampling_resets_a_dead_latents_gate_and_magnitude_paths():
+    """A dead latent: decoder row x/||x||, gate column 0.2 x mean alive gate norm x x/||x||, b_gate = b_mag = r_mag = 0,
+    Adam moments of all of them 0; the alive latent and its Adam state untouched."""
+    from sae_core.optim import StackedAdam
+
+    sae = _sae(batch_size=10, resample_dead_steps=3)
+    _set(sae, dict(W_e=[[[3.0, 5.0]], [[0.0, 5.0]]], b_e=[[-100.0, -100.0]], r_mag=[[0.3, 0.7]],
+                   b_mag=[[-2.0, 0.9]], W_d=[[[1.0, 0.0], [1.0, 0.0]]], b_d=[[0.0, 0.0]]))
+    opt = StackedAdam(sae.params, {"W_e": 1, "b_e": 0, "W_d": 0, "b_d": 0, "b_mag": 0, "r_mag": 0})
+    for state in (opt.exp_avg, opt.exp_avg_sq):
+        for v in state.values():
+            v.fill_(7.0)
+    # gates closed (b_gate -100): x_hat = b_d = 0 and the loss is ||x||^2, so only row (0, 4) can be drawn
+    sample = torch.tensor([[0.0, 0.0], [0.0, 4.0]])
+    sae.resample(1000, sample, opt, torch.tensor([[95, 0]]), tokens_seen=100)   # latent 1 silent for 100 > 30 tokens
+    p = sae.params
+    assert torch.allclose(p["W_d"][0, 1], torch.tensor([0.0, 1.0]))
+    assert torch.allclose(p["W_e"][:, 0, 1], torch.tensor([0.0, 0.2 * 3.0]))     # latent 0's gate norm is 3
+    for name in ("b_e", "b_mag", "r_mag"):
+        assert float(p[name][0, 1].detach()) == 0.0, name
+        for state in (opt.exp_avg, opt.exp_avg_sq):
+            assert float(state[name][0, 1]) == 0.0 and float(state[name][0, 0]) == 7.0, name
+    for state in (opt.exp_avg, opt.exp_avg_sq):
+        assert float(state["W_d"][0, 1].abs().sum() + state["W_e"][:, 0, 1].abs().sum()) == 0.0
+    assert torch.allclose(p["W_e"][:, 0, 0], torch.tensor([3.0, 0.0])) and float(p["b_mag"][0, 0].detach()) == -2.0
