@@ -10,8 +10,10 @@ misfit term when the optima bend. With the surface as basis, the m* and S* inter
 hull of the surface's bootstrap interval and the IsoFLOP prediction interval (a disagreement
 between the two models shows as width), and the loss interval is the surface's bootstrap
 interval widened by the cells' scatter around the surface. The LR
-interval also carries the uncertainty of m* through eta*(m, C/(k m)). Batch size and lambda
-are the group's, so their intervals are degenerate.
+interval also carries the uncertainty of m* through eta*(m, C/(k m)). With phase-2 cells the
+loss is multiplied by r(C), what tuning the LR changed there (`_tuned_lr_ratio`); a staged sweep
+plans with this same recommendation (`analysis.plan_support`). Batch size and lambda are the
+group's, so their intervals are degenerate.
 """
 
 from __future__ import annotations

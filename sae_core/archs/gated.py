@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from sae_core.arch import ARCHS, RUN_DIMS, StackedSAE, fold_decoder_norms
-from sae_core.archs.resampling import Resampling, validate_resample_hp
+from sae_core.archs.resampling import RESAMPLE_DEFAULTS, Resampling, validate_resample_hp
 from sae_core.archs.unitnorm import project_out_parallel, renormalise_rows, unit_rows
 from sae_core.errors import UserError
 from sae_core.flops import gated_flops_per_token
@@ -152,10 +152,8 @@ DEEPMIND_2024_GATED = register_recipe(Recipe(
         "decoder_freeze": "both",   # decoder_norm variant: frozen in penalty and aux ("both") or in neither ("none")
         # Dead-latent resampling as Bricken et al. (seed 002: the original Gated training resampled; the
         # seeds give no schedule for it, so it is off by default; the other three are Bricken's values)
+        **RESAMPLE_DEFAULTS,
         "resample_every": 0,
-        "resample_last_step": 100000,
-        "resample_dead_steps": 12500,
-        "resample_rows": 819200,
     },
     notes=("Gated SAE: f = 1[pi_gate > 0] ReLU(pi_mag), pi_gate = W_gate (x - b_d) + b_gate, "
            "pi_mag = exp(r_mag) W_gate (x - b_d) + b_mag; L = ||x - x_hat||^2 + lambda ||ReLU(pi_gate)||_1 "

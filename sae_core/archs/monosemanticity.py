@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from sae_core.arch import ARCHS, StackedSAE, fold_decoder_norms
-from sae_core.archs.resampling import Resampling, validate_resample_hp
+from sae_core.archs.resampling import RESAMPLE_DEFAULTS, Resampling, validate_resample_hp
 from sae_core.archs.unitnorm import project_out_parallel, renormalise_rows, unit_rows
 from sae_core.errors import UserError
 from sae_core.recipes import COMMON_DEFAULTS, Recipe, register_recipe
@@ -110,10 +110,7 @@ ANTHROPIC_2023_10 = register_recipe(Recipe(
         "grad_clip": 0.0,              # no gradient clipping in the source
         "b_d_init": "geometric_median",  # pre-encoder bias b_d at the data's geometric median
         "b_d_init_rows": 8192,         # sample size for that median
-        "resample_every": 25000,       # resample at steps 25k, 50k, 75k, 100k (0 = off)
-        "resample_last_step": 100000,  # no resampling after this step
-        "resample_dead_steps": 12500,  # dead = no firing in the previous 12,500 steps
-        "resample_rows": 819200,       # inputs scored (loss^2 weights) at each resampling
+        **RESAMPLE_DEFAULTS,
     },
     notes=("Untied ReLU SAE, f = ReLU(W_e (x - b_d) + b_e), x_hat = W_d f + b_d, "
            "L = ||x - x_hat||^2 + lambda sum_i f_i; unit-norm decoder rows (parallel gradient "

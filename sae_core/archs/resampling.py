@@ -17,6 +17,12 @@ from sae_core.errors import UserError
 RESAMPLE_ENCODER_SCALE = 0.2   # resampled encoder rows: 0.2 x mean norm of the alive encoder rows
 RESAMPLE_CHUNK = 8192          # rows per chunk when computing the per-input loss for resampling
 RESAMPLE_KEYS = ("resample_every", "resample_dead_steps", "resample_last_step", "resample_rows")
+RESAMPLE_DEFAULTS = {               # Bricken et al.'s schedule (seed 003's anthropic-2023-10)
+    "resample_every": 25000,       # resample at steps 25k, 50k, 75k, 100k (0 = off)
+    "resample_last_step": 100000,  # no resampling after this step
+    "resample_dead_steps": 12500,  # dead = no firing in the previous 12,500 steps
+    "resample_rows": 819200,       # inputs scored (loss^2 weights) at each resampling
+}
 
 
 def validate_resample_hp(hp: dict[str, Any]) -> None:
